@@ -1,0 +1,1 @@
+"""The central side: ingest service, verified store, offline verification and queries."""

@@ -1,0 +1,92 @@
+"""Ingest: verify one received batch against keys and chain, store it, and say what the ack is.
+
+Pure decision (`decide`) apart from the store I/O (`Ingestor.handle`). Every rejection is a
+security event: logged with node, stream, seq, peer and verdict, and recorded in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+
+from agent._gen.logseal.v1 import ingest_pb2 as pb
+from agent.aggregator.index_rows import index_rows
+from agent.aggregator.store import Store
+from agent.seal import Finding, Keyring, SealedBatch, Verdict, check_link, open_payload, verify_signature
+from agent.wire import WireError, batch_from_bytes
+
+log = logging.getLogger("logseal.security")
+
+
+@dataclass
+class IngestStats:
+    stored_batches: int = 0
+    stored_events: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    bytes_in: int = 0
+
+
+def _ack(stream: str, seq: int, status: int, finding: Finding | None = None) -> pb.Ack:
+    if finding is None:
+        return pb.Ack(stream_id=stream, seq=seq, status=status)  # type: ignore[arg-type]
+    return pb.Ack(stream_id=stream, seq=seq, status=status,  # type: ignore[arg-type]
+                  verdict=finding.verdict.name, reason=finding.reason)
+
+
+class Ingestor:
+    def __init__(self, store: Store, keyring: Keyring) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.stats = IngestStats()
+        self._keys_dir = store.directory / "keys"
+        self._keys_dir.mkdir(exist_ok=True, mode=0o700)
+
+    def handle(self, raw: bytes, peer: str) -> pb.Ack:
+        self.stats.bytes_in += len(raw)
+        try:
+            batch = batch_from_bytes(raw)
+        except WireError as exc:
+            return self._reject(peer, None, Finding(Verdict.MALFORMED, str(exc)))
+        h = batch.header
+        finding = verify_signature(batch, self.keyring)
+        if not finding.ok:
+            return self._reject(peer, batch, finding)
+        head = self.store.head(h.node_id, h.stream_id)
+        known = self.store.known_hash(h.node_id, h.stream_id, h.seq) if h.seq <= head.seq else None
+        link = check_link(head, h, batch.batch_hash, known)
+        if link.verdict is Verdict.REPLAYED:
+            self.stats.duplicates += 1
+            return _ack(h.stream_id, h.seq, pb.Ack.DUPLICATE)
+        if not link.ok:
+            return self._reject(peer, batch, link)
+        opened = open_payload(batch)
+        if not opened.finding.ok or opened.body is None:
+            return self._reject(peer, batch, opened.finding)
+        self._remember_key(h.node_id, h.key_id)
+        self.store.append(raw, batch, index_rows(opened.body))
+        self.stats.stored_batches += 1
+        self.stats.stored_events += h.event_count
+        return _ack(h.stream_id, h.seq, pb.Ack.STORED)
+
+    def _remember_key(self, node: str, key_id: str) -> None:
+        """Keep the public key beside the batches it signs, for offline `verify`."""
+        path = self._keys_dir / f"{node}.{key_id}.pub"
+        if not path.exists():
+            pem = self.keyring[node][key_id].public_bytes(serialization.Encoding.PEM,
+                                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(pem)
+            tmp.replace(path)
+
+    def _reject(self, peer: str, batch: SealedBatch | None, finding: Finding) -> pb.Ack:
+        self.stats.rejected += 1
+        node = batch.header.node_id if batch else ""
+        stream = batch.header.stream_id if batch else ""
+        seq = batch.header.seq if batch else 0
+        log.warning("batch rejected verdict=%s node=%s stream=%s seq=%d peer=%s reason=%s",
+                    finding.verdict.name, node, stream, seq, peer, finding.reason)
+        self.store.record_rejection(peer, node, stream, seq, finding.verdict.name, finding.reason)
+        return _ack(stream, seq, pb.Ack.REJECTED, finding)

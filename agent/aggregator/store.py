@@ -1,0 +1,255 @@
+"""The aggregator's store: append-only segment files of batches exactly as received, plus an index.
+
+Design constraints:
+- Segments hold records `LSREC` | u32 length | batch bytes as received | u32 CRC32; a segment
+  starts with an 8-byte versioned header. Nothing in a segment is ever rewritten.
+- A batch is durable once its record is fsynced AND its index rows are committed; only then is
+  it acked. On open, bytes past the last indexed record (never acked) are cut off and logged.
+- The chain head of each (node, stream) is the indexed batch with the highest seq: derived from
+  the index, never kept twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import struct
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.aggregator.index_rows import IndexRow
+from agent.errors import StoreError
+from agent.seal import GENESIS, ChainHead, SealedBatch
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT_VERSION = 1
+SEGMENT_HEADER = b"LSSEG\x00\x00\x01"
+RECORD_MAGIC = b"LSREC"
+_RECORD_HEAD = struct.Struct(">5sI")
+_RECORD_TAIL = struct.Struct(">I")
+RECORD_OVERHEAD = _RECORD_HEAD.size + _RECORD_TAIL.size
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,          -- ingest order, from 1
+    node TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+    hash BLOB NOT NULL, segment TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    event_count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    UNIQUE (node, stream, seq)
+);
+CREATE TABLE IF NOT EXISTS events (
+    batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, ts_ns INTEGER NOT NULL,
+    node TEXT NOT NULL, dataset TEXT, user TEXT, action TEXT,
+    PRIMARY KEY (batch_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ns);
+CREATE INDEX IF NOT EXISTS events_node ON events (node, ts_ns);
+CREATE INDEX IF NOT EXISTS events_user ON events (user, ts_ns);
+CREATE INDEX IF NOT EXISTS events_action ON events (action, ts_ns);
+CREATE INDEX IF NOT EXISTS events_dataset ON events (dataset, ts_ns);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY, received_ns INTEGER NOT NULL, peer TEXT, node TEXT, stream TEXT,
+    seq INTEGER, verdict TEXT NOT NULL, reason TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLocation:
+    id: int
+    node: str
+    stream: str
+    seq: int
+    hash: bytes
+    segment: str
+    offset: int
+    length: int
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRecord:
+    segment: str
+    offset: int
+    data: bytes
+    crc_ok: bool
+    problem: str = ""
+
+
+def segment_name(number: int) -> str:
+    return f"{number:08d}.seg"
+
+
+def connect_index(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def read_record(path: Path, offset: int, length: int) -> bytes:
+    """The batch bytes of the record at `offset` (as located by the index)."""
+    with path.open("rb") as f:
+        f.seek(offset + _RECORD_HEAD.size)
+        return f.read(length)
+
+
+def read_segment(path: Path) -> Iterator[SegmentRecord]:
+    """Every record of a segment in order; framing problems are reported, not raised."""
+    data = path.read_bytes()
+    name = path.name
+    if not data.startswith(SEGMENT_HEADER):
+        yield SegmentRecord(name, 0, b"", False, "segment header is missing or of an unknown version")
+        return
+    pos = len(SEGMENT_HEADER)
+    while pos < len(data):
+        if len(data) - pos < RECORD_OVERHEAD:
+            yield SegmentRecord(name, pos, b"", False, f"{len(data) - pos} trailing bytes, not a record")
+            return
+        magic, length = _RECORD_HEAD.unpack_from(data, pos)
+        end = pos + _RECORD_HEAD.size + length
+        if magic != RECORD_MAGIC or end + _RECORD_TAIL.size > len(data):
+            yield SegmentRecord(name, pos, b"", False, "record framing is damaged; the rest of the "
+                                                       "segment cannot be read")
+            return
+        body = data[pos + _RECORD_HEAD.size:end]
+        (crc,) = _RECORD_TAIL.unpack_from(data, end)
+        yield SegmentRecord(name, pos, body, zlib.crc32(body) == crc)
+        pos = end + _RECORD_TAIL.size
+
+
+class Store:
+    """Single-writer store; the ingest service calls it from one thread."""
+
+    def __init__(self, directory: Path, segment_max_bytes: int = 64 << 20) -> None:
+        self.directory = directory
+        self.segments_dir = directory / "segments"
+        self.segment_max_bytes = segment_max_bytes
+        try:
+            self.segments_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.db = connect_index(directory / "index.db")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {directory}: {exc}") from None
+        self.db.executescript(_SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(STORE_FORMAT_VERSION),))
+        version = self.db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0]
+        if version != str(STORE_FORMAT_VERSION):
+            raise StoreError(f"store {directory} has format version {version}; this build reads "
+                             f"{STORE_FORMAT_VERSION}")
+        self._heads: dict[tuple[str, str], ChainHead] = {}
+        self._open_active_segment()
+
+    def _open_active_segment(self) -> None:
+        row = self.db.execute("SELECT segment, offset + length FROM batches ORDER BY id DESC LIMIT 1").fetchone()
+        existing = sorted(self.segments_dir.glob("*.seg"))
+        if row is None:
+            indexed_segment, indexed_end = segment_name(1), len(SEGMENT_HEADER)
+        else:
+            indexed_segment, indexed_end = row[0], row[1] + RECORD_OVERHEAD
+        for path in existing:
+            if path.name > indexed_segment:
+                log.warning("removing a segment holding only never-acked bytes path=%s size=%d",
+                            path, path.stat().st_size)
+                path.unlink()
+        self.segment = indexed_segment
+        path = self.segments_dir / self.segment
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            os.write(fd, SEGMENT_HEADER)
+            os.fsync(fd)
+            size = len(SEGMENT_HEADER)
+        if size > indexed_end:
+            log.warning("cutting never-acked bytes from the end of a segment path=%s from=%d bytes=%d",
+                        path, indexed_end, size - indexed_end)
+            os.ftruncate(fd, indexed_end)
+            os.fsync(fd)
+            size = indexed_end
+        elif size < indexed_end:
+            os.close(fd)
+            raise StoreError(f"segment {path} is shorter ({size}) than its index says ({indexed_end}); "
+                             "run `logseal verify` on the store")
+        self._fd = fd
+        self._size = size
+
+    def head(self, node: str, stream: str) -> ChainHead:
+        key = (node, stream)
+        head = self._heads.get(key)
+        if head is None:
+            row = self.db.execute("SELECT seq, hash FROM batches WHERE node=? AND stream=? ORDER BY seq DESC "
+                                  "LIMIT 1", key).fetchone()
+            head = GENESIS if row is None else ChainHead(row[0], bytes(row[1]))
+            self._heads[key] = head
+        return head
+
+    def known_hash(self, node: str, stream: str, seq: int) -> bytes | None:
+        row = self.db.execute("SELECT hash FROM batches WHERE node=? AND stream=? AND seq=?",
+                              (node, stream, seq)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow]) -> int:
+        """Durably store one verified batch; returns its ingest index (from 1)."""
+        if self._size >= self.segment_max_bytes:
+            self._rotate()
+        offset = self._size
+        record = _RECORD_HEAD.pack(RECORD_MAGIC, len(raw)) + raw + _RECORD_TAIL.pack(zlib.crc32(raw))
+        view = memoryview(record)
+        while view:
+            view = view[os.pwrite(self._fd, view, self._size + len(record) - len(view)):]
+        os.fdatasync(self._fd)
+        self._size += len(record)
+        h = batch.header
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            cur = db.execute(
+                "INSERT INTO batches (node, stream, seq, hash, segment, offset, length, event_count, first_ns, "
+                "last_ns, received_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (h.node_id, h.stream_id, h.seq, batch.batch_hash, self.segment, offset, len(raw), h.event_count,
+                 h.first_event_time_ns, h.last_event_time_ns, time.time_ns()),
+            )
+            batch_id = int(cur.lastrowid or 0)
+            node = h.node_id
+            db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+                           [(batch_id, r[0], r[1], node, r[2], r[3], r[4]) for r in rows])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            os.ftruncate(self._fd, offset)
+            self._size = offset
+            raise
+        self._heads[(h.node_id, h.stream_id)] = ChainHead(h.seq, batch.batch_hash)
+        return batch_id
+
+    def record_rejection(self, peer: str, node: str, stream: str, seq: int, verdict: str, reason: str) -> None:
+        self.db.execute("INSERT INTO rejections (received_ns, peer, node, stream, seq, verdict, reason) "
+                        "VALUES (?,?,?,?,?,?,?)", (time.time_ns(), peer, node, stream, seq, verdict, reason))
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        number = int(self.segment.split(".")[0]) + 1
+        self.segment = segment_name(number)
+        fd = os.open(self.segments_dir / self.segment, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, SEGMENT_HEADER)
+        os.fsync(fd)
+        dir_fd = os.open(self.segments_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._fd = fd
+        self._size = len(SEGMENT_HEADER)
+
+    def close(self) -> None:
+        os.close(self._fd)
+        self.db.close()

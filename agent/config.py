@@ -1,0 +1,277 @@
+"""The one typed configuration schema for agent and aggregator, read from TOML and validated once.
+
+Unknown keys are errors (a typo must not silently fall back to a default). Every error is one line
+naming the file, the key and the fix. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.errors import ConfigError
+
+SOURCE_TYPES = ("k8s_audit", "auditd", "syslog")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_events: int = 1000
+    """Seal a batch once it holds this many events."""
+    max_bytes: int = 1 << 20
+    """... or once its raw lines add up to this many bytes."""
+    linger_ms: int = 200
+    """... or once its oldest event has waited this long."""
+    zstd_level: int = 3
+    """zstd compression level (1 fastest .. 19 smallest)."""
+
+
+@dataclass(frozen=True)
+class ShipConfig:
+    window: int = 32
+    """Unacknowledged batches in flight at once."""
+    backoff_initial_ms: int = 200
+    """First reconnect delay; doubles per failure, with full jitter."""
+    backoff_max_ms: int = 30_000
+    """Ceiling of the reconnect delay."""
+    shutdown_grace_ms: int = 5_000
+    """On SIGTERM, how long to wait for the last batches' acks before exiting (they stay spooled)."""
+
+
+@dataclass(frozen=True)
+class TailConfig:
+    poll_interval_ms: int = 100
+    """How often idle files and globs are checked for new data and new files."""
+    read_chunk_bytes: int = 1 << 20
+    """Bytes read from a file per call."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: Path | None = None
+    """CA bundle that signs the peer's certificate."""
+    cert: Path | None = None
+    """This side's certificate (PEM)."""
+    key: Path | None = None
+    """This side's private key (PEM, mode 0600)."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    type: str
+    """One of k8s_audit, auditd, syslog."""
+    paths: list[str]
+    """Glob patterns of files to tail."""
+    name: str = ""
+    """Stream id (the hash chain runs per node and stream); defaults to `type`. Unique per agent."""
+    keep_original: bool = True
+    """Keep each raw line in `event.original` (bytes that are not UTF-8 are always kept)."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_id: str
+    """This node's name; batches are signed under it."""
+    key: Path
+    """Ed25519 private key of this node (from `logseal keygen`, mode 0600)."""
+    spool_dir: Path
+    """Disk buffer for sealed batches and file positions."""
+    aggregator: str
+    """host:port of the aggregator."""
+    source: list[SourceConfig] = field(default_factory=list)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    ship: ShipConfig = field(default_factory=ShipConfig)
+    tail: TailConfig = field(default_factory=TailConfig)
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    segment_max_bytes: int = 64 << 20
+    """Start a new segment file once the current one reaches this size."""
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    listen: str
+    """host:port to serve gRPC on (port 0 picks a free port; see `port_file`)."""
+    store_dir: Path
+    """Where segments and the index live."""
+    trusted_keys_dir: Path
+    """Folder of enrolled node public keys, `<node_id>.pub`."""
+    port_file: Path | None = None
+    """If set, the bound port is written here once serving (useful with port 0)."""
+    store: StoreConfig = field(default_factory=StoreConfig)
+    tls: TlsConfig | None = None
+
+
+T = TypeVar("T")
+
+
+def _fail(where: str, message: str) -> ConfigError:
+    return ConfigError(f"{where}: {message}")
+
+
+def _convert(value: Any, hint: Any, where: str, base: Path) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(value, inner[0], where, base)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise _fail(where, f"must be a list, got {type(value).__name__}")
+        return [_convert(v, item, f"{where}[{i}]", base) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise _fail(where, f"must be a table, got {type(value).__name__}")
+        return _build(typing.cast(type, hint), value, where, base)
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise _fail(where, "must be a non-empty path string")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(where, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(where, f"must be an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(where, f"must be a string, got {value!r}")
+        return value
+    raise _fail(where, f"unsupported type {hint!r}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type[T], table: dict[str, Any], where: str, base: Path) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
+    for key in table:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise _fail(f"{where}.{key}" if where else key, f"unknown key; known keys here: {known}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        key_where = f"{where}.{name}" if where else name
+        if name in table:
+            values[name] = _convert(table[name], hints[name], key_where, base)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _fail(key_where, "is required")
+    return cls(**values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _positive(value: int, where: str, low: int = 1, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{where}: must be {bound}, got {value}")
+
+
+def _check_glob(pattern: str, where: str) -> None:
+    if not pattern:
+        raise ConfigError(f"{where}: empty glob; give a file pattern like /var/log/audit/audit.log*")
+    if "\x00" in pattern:
+        raise ConfigError(f"{where}: glob contains a NUL byte")
+    depth = 0
+    for ch in pattern:
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+    if depth:
+        raise ConfigError(f"{where}: glob {pattern!r} has an unclosed '['; close it or escape it as [[]")
+    if pattern.endswith("/"):
+        raise ConfigError(f"{where}: glob {pattern!r} names a directory; add a file pattern like '*.log'")
+
+
+def _check_address(value: str, where: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: {value!r} is not host:port (e.g. 127.0.0.1:7443)")
+
+
+def _check_tls(tls: TlsConfig | None, where: str) -> None:
+    if tls is None:
+        return
+    for name in ("ca", "cert", "key"):
+        path = getattr(tls, name)
+        if path is None:
+            raise ConfigError(f"{where}.{name}: is required when [tls] is present (mTLS needs ca, cert and key)")
+        if not path.is_file():
+            raise ConfigError(f"{where}.{name}: file {path} does not exist")
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    config = _build(AgentConfig, _read_toml(path), "", path.parent.resolve())
+    where = str(path)
+    if not config.node_id or "/" in config.node_id or ":" in config.node_id:
+        raise ConfigError(f"{where}: node_id: must be non-empty without '/' or ':', got {config.node_id!r}")
+    if not config.key.is_file():
+        raise ConfigError(f"{where}: key: {config.key} does not exist; create it with "
+                          f"`logseal keygen --node-id {config.node_id} --out {config.key.parent}`")
+    _check_address(config.aggregator, f"{where}: aggregator")
+    if not config.source:
+        raise ConfigError(f"{where}: source: at least one [[source]] table is required")
+    names: set[str] = set()
+    for i, source in enumerate(config.source):
+        at = f"{where}: source[{i}]"
+        if source.type not in SOURCE_TYPES:
+            raise ConfigError(f"{at}.type: {source.type!r} is not one of {', '.join(SOURCE_TYPES)}")
+        if not source.paths:
+            raise ConfigError(f"{at}.paths: give at least one glob")
+        for j, pattern in enumerate(source.paths):
+            _check_glob(pattern, f"{at}.paths[{j}]")
+        name = source.name or source.type
+        if name in names:
+            raise ConfigError(f"{at}.name: stream {name!r} is used twice; give each source a unique name")
+        if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            raise ConfigError(f"{at}.name: {name!r} may hold only letters, digits, '_', '-', '.'")
+        names.add(name)
+    b = config.batch
+    _positive(b.max_events, f"{where}: batch.max_events", 1, 100_000)
+    _positive(b.max_bytes, f"{where}: batch.max_bytes", 1024, 32 << 20)
+    _positive(b.linger_ms, f"{where}: batch.linger_ms", 1, 600_000)
+    _positive(b.zstd_level, f"{where}: batch.zstd_level", 1, 19)
+    _positive(config.ship.window, f"{where}: ship.window", 1, 1024)
+    _positive(config.ship.backoff_initial_ms, f"{where}: ship.backoff_initial_ms", 1)
+    _positive(config.ship.backoff_max_ms, f"{where}: ship.backoff_max_ms", config.ship.backoff_initial_ms)
+    _positive(config.ship.shutdown_grace_ms, f"{where}: ship.shutdown_grace_ms", 0, 600_000)
+    _positive(config.tail.poll_interval_ms, f"{where}: tail.poll_interval_ms", 1, 60_000)
+    _positive(config.tail.read_chunk_bytes, f"{where}: tail.read_chunk_bytes", 4096)
+    _check_tls(config.tls, f"{where}: tls")
+    return config
+
+
+def load_aggregator_config(path: Path) -> AggregatorConfig:
+    config = _build(AggregatorConfig, _read_toml(path), "", path.parent.resolve())
+    where = str(path)
+    _check_address(config.listen, f"{where}: listen")
+    if not config.trusted_keys_dir.is_dir():
+        raise ConfigError(f"{where}: trusted_keys_dir: {config.trusted_keys_dir} is not a directory; "
+                          "create it and put each node's <node_id>.pub in it")
+    _positive(config.store.segment_max_bytes, f"{where}: store.segment_max_bytes", 1 << 16)
+    _check_tls(config.tls, f"{where}: tls")
+    return config
+
+
+def stream_name(source: SourceConfig) -> str:
+    return source.name or source.type

@@ -1,0 +1,85 @@
+"""The agent process: streams pumped on the main thread, the shipper on its own thread.
+
+SIGTERM/SIGINT: stop reading, seal and spool the open batches, wait up to
+`ship.shutdown_grace_ms` for their acks, exit 0. What is not acked stays spooled for next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from agent.config import AgentConfig
+from agent.keys import load_private_key
+from agent.pipeline import StreamPipeline, monotonic, received_now
+from agent.seal import Sealer
+from agent.ship import Shipper
+from agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+_RESCAN_INTERVAL_S = 1.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.sealer = Sealer(config.node_id, load_private_key(config.key), config.batch.zstd_level)
+        self.spool = Spool(config.spool_dir)
+        self.streams = [
+            StreamPipeline(source, config.node_id, self.sealer, self.spool, config.batch, config.tail)
+            for source in config.source
+        ]
+        self.shipper = Shipper(config.aggregator, self.spool, config.ship, config.tls)
+        self.stopping = threading.Event()
+
+    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        self.stopping.set()
+
+    def run(self) -> int:
+        log.info("agent starting node_id=%s aggregator=%s streams=%s pending_batches=%d",
+                 self.config.node_id, self.config.aggregator, ",".join(s.name for s in self.streams),
+                 self.spool.pending_count())
+        self.shipper.start()
+        poll_s = self.config.tail.poll_interval_ms / 1000
+        next_scan = 0.0
+        while not self.stopping.is_set():
+            now = monotonic()
+            if now >= next_scan:
+                for stream in self.streams:
+                    stream.scan()
+                next_scan = now + _RESCAN_INTERVAL_S
+            received = received_now()
+            worked = 0
+            for stream in self.streams:
+                worked += stream.pump(received, now)
+            now = monotonic()
+            for stream in self.streams:
+                stream.seal_due(now)
+            if not worked:
+                deadlines = [d for d in (s.linger_deadline() for s in self.streams) if d is not None]
+                wait = min([poll_s, *[max(0.0, d - now) for d in deadlines]])
+                self.stopping.wait(wait)
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        for stream in self.streams:
+            stream.seal()
+            stream.close()
+        grace = self.config.ship.shutdown_grace_ms / 1000
+        drained = self.spool.wait_empty(grace)
+        self.shipper.stop()
+        self.shipper.join(timeout=5)
+        log.info("agent stopped pending_batches=%d drained=%s stored=%d duplicate=%d rejected=%d",
+                 self.spool.pending_count(), drained, self.shipper.stats.stored,
+                 self.shipper.stats.duplicate, self.shipper.stats.rejected)
+        return 0
+
+
+def run_agent(config: AgentConfig) -> int:
+    agent = Agent(config)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    return agent.run()

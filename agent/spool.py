@@ -1,0 +1,242 @@
+"""Disk buffer of sealed batches, each stored together with the file positions it covers.
+
+Design constraints:
+- One file per batch, `<stream>/<seq>.batch`, written temp -> fsync -> rename -> fsync(dir): a
+  batch is either wholly in the spool or not at all, and its positions land in the same write.
+- Every record is versioned and checksummed (SHA-256 over the record); a record that fails the
+  check is moved to `quarantine/` for inspection, never silently deleted.
+- A batch file is deleted only after the aggregator acked it `stored` or `duplicate`; before the
+  delete, the stream's `checkpoint` (positions and chain head of the newest acked batch) is
+  written the same atomic way, so the positions of acked data are never lost.
+- On start, the newest spooled batch of a stream (else its checkpoint) gives both the chain head
+  and the file positions: no stored line is read again, no unstored line is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from agent.errors import SpoolCorrupt
+from agent.seal import GENESIS, ChainHead
+from agent.tail import Position
+
+log = logging.getLogger(__name__)
+
+SPOOL_FORMAT_VERSION = 1
+_MAGIC = b"LSSPOOL\x00"
+_RECORD_HEAD = struct.Struct(">8sHII")  # magic, version, meta length, batch length
+_CHECKPOINT = "checkpoint"
+# Batch bytes kept in memory for sending without a disk read; beyond this they are re-read.
+_CACHE_LIMIT_BYTES = 16 << 20
+
+BatchKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """What a stream resumes from: its chain head and the file positions already covered."""
+
+    head: ChainHead = GENESIS
+    positions: dict[str, Position] = field(default_factory=dict)
+
+
+def _positions_to_json(positions: dict[str, Position]) -> list[dict[str, object]]:
+    return [{"path": p.path, "dev": p.dev, "ino": p.ino, "offset": p.offset} for p in positions.values()]
+
+
+def _positions_from_json(items: list[dict[str, object]]) -> dict[str, Position]:
+    out: dict[str, Position] = {}
+    for item in items:
+        p = Position(str(item["path"]), int(str(item["dev"])), int(str(item["ino"])), int(str(item["offset"])))
+        out[p.key] = p
+    return out
+
+
+def encode_record(seq: int, batch_hash: bytes, positions: dict[str, Position], batch: bytes) -> bytes:
+    meta = orjson.dumps({"seq": seq, "batch_hash": batch_hash.hex(), "positions": _positions_to_json(positions)})
+    body = _RECORD_HEAD.pack(_MAGIC, SPOOL_FORMAT_VERSION, len(meta), len(batch)) + meta + batch
+    return body + hashlib.sha256(body).digest()
+
+
+def decode_record(data: bytes) -> tuple[ChainHead, dict[str, Position], bytes]:
+    if len(data) < _RECORD_HEAD.size + 32:
+        raise SpoolCorrupt(f"record of {len(data)} bytes is shorter than its header")
+    magic, version, meta_len, batch_len = _RECORD_HEAD.unpack_from(data)
+    if magic != _MAGIC:
+        raise SpoolCorrupt("bad magic")
+    if version != SPOOL_FORMAT_VERSION:
+        raise SpoolCorrupt(f"spool format version {version}, this build reads {SPOOL_FORMAT_VERSION}")
+    end = _RECORD_HEAD.size + meta_len + batch_len
+    if len(data) != end + 32:
+        raise SpoolCorrupt(f"record length {len(data)} does not match its header ({end + 32})")
+    if hashlib.sha256(data[:end]).digest() != data[end:]:
+        raise SpoolCorrupt("checksum mismatch")
+    meta = orjson.loads(data[_RECORD_HEAD.size:_RECORD_HEAD.size + meta_len])
+    batch = data[_RECORD_HEAD.size + meta_len:end]
+    head = ChainHead(int(meta["seq"]), bytes.fromhex(meta["batch_hash"]))
+    return head, _positions_from_json(meta["positions"]), batch
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class _Entry:
+    path: Path
+    head: ChainHead
+    positions: dict[str, Position]
+    data: bytes | None
+
+
+class Spool:
+    """The agent's disk buffer; thread-safe (the pipeline appends, the shipper reads and acks)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Condition()
+        self._pending: OrderedDict[BatchKey, _Entry] = OrderedDict()
+        self._acked_heads: dict[str, int] = {}
+        self._cached_bytes = 0
+        self._listeners: list[list[BatchKey]] = []
+
+    # -- recovery -------------------------------------------------------------------------------
+    def recover(self, stream: str) -> StreamState:
+        """Load a stream's pending batches (in seq order) and return where it resumes."""
+        stream_dir = self.directory / stream
+        stream_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for tmp in stream_dir.glob("*.tmp"):
+            tmp.unlink()  # a write that never reached its rename: its batch was never spooled
+        state = StreamState()
+        checkpoint = stream_dir / _CHECKPOINT
+        if checkpoint.exists():
+            try:
+                head, positions, _ = decode_record(checkpoint.read_bytes())
+            except SpoolCorrupt as exc:
+                self._quarantine(checkpoint, str(exc))
+            else:
+                state = StreamState(head, positions)
+        self._acked_heads[stream] = state.head.seq
+        for path in sorted(stream_dir.glob("*.batch")):
+            try:
+                head, positions, batch = decode_record(path.read_bytes())
+            except (SpoolCorrupt, OSError) as exc:
+                self._quarantine(path, str(exc))
+                continue
+            if head.seq <= self._acked_heads[stream]:
+                path.unlink()  # acked before the crash; its checkpoint is already on disk
+                continue
+            state = StreamState(head, positions)
+            with self._lock:
+                self._pending[(stream, head.seq)] = _Entry(path, head, positions, None)
+        return state
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        target_dir = self.directory / "quarantine"
+        target_dir.mkdir(exist_ok=True, mode=0o700)
+        target = target_dir / f"{path.parent.name}-{path.name}"
+        os.replace(path, target)
+        log.error("spool record failed its check and was quarantined path=%s moved_to=%s reason=%s",
+                  path, target, reason)
+
+    # -- pipeline side --------------------------------------------------------------------------
+    def append(self, stream: str, seq: int, batch_hash: bytes, positions: dict[str, Position],
+               batch: bytes) -> None:
+        """Durably spool one sealed batch with the positions it covers; returns after fsync."""
+        path = self.directory / stream / f"{seq:016d}.batch"
+        _write_atomic(path, encode_record(seq, batch_hash, positions, batch))
+        with self._lock:
+            keep = self._cached_bytes + len(batch) <= _CACHE_LIMIT_BYTES
+            self._pending[(stream, seq)] = _Entry(path, ChainHead(seq, batch_hash), positions,
+                                                 batch if keep else None)
+            if keep:
+                self._cached_bytes += len(batch)
+            for listener in self._listeners:
+                listener.append((stream, seq))
+            self._lock.notify_all()
+
+    # -- shipper side ---------------------------------------------------------------------------
+    def subscribe(self) -> list[BatchKey]:
+        """A send queue: every pending key now, and each key appended later."""
+        with self._lock:
+            queue = list(self._pending)
+            self._listeners.append(queue)
+            return queue
+
+    def unsubscribe(self, queue: list[BatchKey]) -> None:
+        with self._lock:
+            if queue in self._listeners:
+                self._listeners.remove(queue)
+
+    @property
+    def condition(self) -> threading.Condition:
+        return self._lock
+
+    def read(self, key: BatchKey) -> bytes | None:
+        """The batch bytes of a pending key, or None if it was acked meanwhile."""
+        with self._lock:
+            entry = self._pending.get(key)
+            if entry is None:
+                return None
+            if entry.data is not None:
+                return entry.data
+            path = entry.path
+        try:
+            return decode_record(path.read_bytes())[2]
+        except FileNotFoundError:
+            return None
+
+    def ack(self, key: BatchKey) -> bool:
+        """Forget an acked batch: checkpoint its positions, then delete it. False if unknown."""
+        stream, seq = key
+        with self._lock:
+            entry = self._pending.get(key)
+        if entry is None:
+            return False
+        if seq > self._acked_heads.get(stream, 0):
+            checkpoint = encode_record(seq, entry.head.batch_hash, entry.positions, b"")
+            _write_atomic(self.directory / stream / _CHECKPOINT, checkpoint)
+            self._acked_heads[stream] = seq
+        entry.path.unlink(missing_ok=True)
+        with self._lock:
+            removed = self._pending.pop(key, None)
+            if removed is not None and removed.data is not None:
+                self._cached_bytes -= len(removed.data)
+            self._lock.notify_all()
+        return True
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def wait_empty(self, timeout_s: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending, timeout=timeout_s)
