@@ -13,8 +13,8 @@ from types import FrameType
 
 from agent.config import AgentConfig
 from agent.keys import load_private_key
-from agent.pipeline import StreamPipeline, monotonic, received_now
-from agent.seal import Sealer
+from agent.pipeline import SealWorker, StreamPipeline, monotonic, received_now
+from agent.seal import ChainHead, Sealer
 from agent.ship import Shipper
 from agent.spool import Spool
 
@@ -28,8 +28,11 @@ class Agent:
         self.config = config
         self.sealer = Sealer(config.node_id, load_private_key(config.key), config.batch.zstd_level)
         self.spool = Spool(config.spool_dir)
+        heads: dict[str, ChainHead] = {}
+        self.seal_worker = SealWorker(self.sealer, self.spool, heads)
         self.streams = [
-            StreamPipeline(source, config.node_id, self.sealer, self.spool, config.batch, config.tail)
+            StreamPipeline(source, config.node_id, self.sealer, self.spool, config.batch, config.tail, heads,
+                           self.seal_worker)
             for source in config.source
         ]
         self.shipper = Shipper(config.aggregator, self.spool, config.ship, config.tls)
@@ -68,6 +71,8 @@ class Agent:
         for stream in self.streams:
             stream.seal()
             stream.close()
+        self.seal_worker.drain()
+        self.seal_worker.close()
         grace = self.config.ship.shutdown_grace_ms / 1000
         drained = self.spool.wait_empty(grace)
         self.shipper.stop()

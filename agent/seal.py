@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent.errors import SealError
 from agent.normalize.common import Event, timestamp_to_ns
 
 FORMAT_VERSION = 1
@@ -59,6 +60,18 @@ class SealedBatch:
     payload: bytes
     signature: bytes
     batch_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """Events serialized for one batch, before compression, chaining and signing."""
+
+    stream_id: str
+    seq: int
+    body: bytes
+    event_count: int
+    first_event_time_ns: int
+    last_event_time_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +185,8 @@ class Sealer:
         self.key_id = key_id_of(signing_key.public_key())
         self._compressor = zstandard.ZstdCompressor(level=zstd_level, write_checksum=True)
 
-    def seal(self, stream_id: str, head: ChainHead, events: Sequence[Event]) -> SealedBatch:
-        """Seal `events` as batch head.seq+1 of `stream_id`. Sets each event's `event.id`."""
-        seq = head.seq + 1
+    def encode(self, stream_id: str, seq: int, events: Sequence[Event]) -> EncodedBatch:
+        """First half of sealing (CPU in Python): give each event its `event.id`, serialize."""
         prefix = f"{self.node_id}:{stream_id}:{seq}:"
         first = last = ""
         for index, event in enumerate(events):
@@ -184,23 +196,36 @@ class Sealer:
                 first = ts
             if ts > last:
                 last = ts
-        body = encode_events(events)
-        payload = self._compressor.compress(body)
+        return EncodedBatch(
+            stream_id=stream_id, seq=seq, body=encode_events(events), event_count=len(events),
+            first_event_time_ns=timestamp_to_ns(first) if first else 0,
+            last_event_time_ns=timestamp_to_ns(last) if last else 0,
+        )
+
+    def seal_encoded(self, head: ChainHead, batch: EncodedBatch) -> SealedBatch:
+        """Second half (mostly outside the GIL): compress, hash, chain to `head`, sign."""
+        if batch.seq != head.seq + 1:
+            raise SealError(f"stream {batch.stream_id}: batch seq {batch.seq} does not follow head {head.seq}")
+        payload = self._compressor.compress(batch.body)
         header = BatchHeader(
             version=FORMAT_VERSION,
             node_id=self.node_id,
-            stream_id=stream_id,
-            seq=seq,
+            stream_id=batch.stream_id,
+            seq=batch.seq,
             prev_hash=head.batch_hash,
             key_id=self.key_id,
-            event_count=len(events),
-            first_event_time_ns=timestamp_to_ns(first) if first else 0,
-            last_event_time_ns=timestamp_to_ns(last) if last else 0,
+            event_count=batch.event_count,
+            first_event_time_ns=batch.first_event_time_ns,
+            last_event_time_ns=batch.last_event_time_ns,
             payload_sha256=hashlib.sha256(payload).digest(),
-            uncompressed_length=len(body),
+            uncompressed_length=len(batch.body),
         )
         digest = batch_hash(header)
         return SealedBatch(header=header, payload=payload, signature=self._key.sign(digest), batch_hash=digest)
+
+    def seal(self, stream_id: str, head: ChainHead, events: Sequence[Event]) -> SealedBatch:
+        """Seal `events` as batch head.seq+1 of `stream_id`. Sets each event's `event.id`."""
+        return self.seal_encoded(head, self.encode(stream_id, head.seq + 1, events))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ _MAGIC = b"LSSPOOL\x00"
 _RECORD_HEAD = struct.Struct(">8sHII")  # magic, version, meta length, batch length
 _CHECKPOINT = "checkpoint"
 # Batch bytes kept in memory for sending without a disk read; beyond this they are re-read.
-_CACHE_LIMIT_BYTES = 16 << 20
+_CACHE_LIMIT_BYTES = 8 << 20
 
 BatchKey = tuple[str, int]
 

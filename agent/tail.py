@@ -35,14 +35,20 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
-class Line:
+class Chunk:
+    """Consecutive complete lines of one file, without their newlines, starting at `offset`."""
+
     path: str
-    key: str
+    dev: int
+    ino: int
     offset: int
-    end: int
-    data: bytes
-    # True when the line was longer than one read and goes on in the next Line.
+    lines: list[bytes]
+    # True when the (single) line was longer than one read and goes on in the next Chunk.
     continues: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.dev}:{self.ino}"
 
 
 class _Cursor:
@@ -129,40 +135,38 @@ class Tailer:
         except OSError:
             return True
 
-    def read(self) -> Iterator[Line]:
-        """Complete lines that are new since the last call, at most one chunk per file."""
+    def read(self) -> Iterator[Chunk]:
+        """New complete lines, at most one read per file. The cursor moves past a chunk as it is
+        handed out, so a consumer that stops in the middle of one must record its own position."""
         for cursor in list(self._cursors.values()):
-            yield from self._read_cursor(cursor)
+            chunk = self._read_cursor(cursor)
+            if chunk is not None:
+                yield chunk
 
-    def _read_cursor(self, cursor: _Cursor) -> Iterator[Line]:
+    def _read_cursor(self, cursor: _Cursor) -> Chunk | None:
         fd = cursor.handle.fileno()
         try:
             size = os.fstat(fd).st_size
         except OSError:
-            return
+            return None
         if size < cursor.offset:
             log.warning("file truncated; reading from the start path=%s position=%d size=%d",
                         cursor.path, cursor.offset, size)
             cursor.offset = 0
         if size == cursor.offset:
-            return
-        data = os.pread(fd, self._chunk, cursor.offset)
+            return None
+        start = cursor.offset
+        data = os.pread(fd, self._chunk, start)
         last_newline = data.rfind(b"\n")
-        path, key = cursor.path, cursor.key
         if last_newline < 0:
             if len(data) >= self._chunk or (not cursor.seen and data):
                 # A line longer than a whole read, or the unterminated tail of a file that left the glob:
                 # hand it out as it is rather than stall behind it.
-                start = cursor.offset
                 cursor.offset += len(data)
-                yield Line(path, key, start, cursor.offset, data, continues=len(data) >= self._chunk)
-            return
-        start = cursor.offset
-        for raw in data[:last_newline].split(b"\n"):
-            end = start + len(raw) + 1
-            cursor.offset = end
-            yield Line(path, key, start, end, raw)
-            start = end
+                return Chunk(cursor.path, cursor.dev, cursor.ino, start, [data], continues=len(data) >= self._chunk)
+            return None
+        cursor.offset = start + last_newline + 1
+        return Chunk(cursor.path, cursor.dev, cursor.ino, start, data[:last_newline].split(b"\n"))
 
     def close(self) -> None:
         for cursor in self._cursors.values():

@@ -2,6 +2,8 @@
 
     [node=NAME ]type=TYPE msg=audit(EPOCH.MILLIS:SERIAL): key=value key="quoted" msg='op=... res=...'
 
+(the colon after the `)` is optional: some daemon records leave it out).
+
 Mapping (dataset `auditd.log`, field names as in Elastic's auditd module):
 
 * `@timestamp` from the epoch in `msg=audit(...)`, exact to the digits given (no float rounding).
@@ -22,7 +24,7 @@ Mapping (dataset `auditd.log`, field names as in Elastic's auditd module):
 
 A line without `type=... msg=audit(EPOCH:SERIAL):` (e.g. `type=UNKNOWN[1329] msg=?`) becomes an
 `unparsed_event`. Bytes that are not UTF-8 are parsed with U+FFFD replacements (exact bytes kept in
-`logseal.original_base64` by `base_event`). The normalizer never raises.
+`logseal.original_base64` by `base_event`, and `error.message` says so). The normalizer never raises.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from agent.normalize.common import (
     timestamp_from_epoch,
     unparsed_event,
 )
-from agent.normalize.k8s_audit import looks_like_ip
+from agent.normalize.k8s_audit import NOT_UTF8, looks_like_ip
 
 DATASET = "auditd.log"
 
@@ -128,16 +130,19 @@ def _parse_pairs(text: str, out: dict[str, Any], overwrite: bool) -> None:
 
 
 def _plain_text(fields: dict[str, Any], key: str, rest: str) -> str | None:
-    """The text of `key`: as is when it was quoted, hex-decoded when auditd hex-encoded it."""
+    """The text of `key`: as is when it was quoted, hex-decoded when auditd hex-encoded it.
+
+    An unquoted value that is not hex is plain text from an old record format (`acct=root :`).
+    """
     value = fields.get(key)
     if type(value) is not str or not value or value == "?" or value == "(null)":
         return None
-    if f'{key}="' in rest:
+    if f'{key}="' in rest or len(value) % 2:
         return value
     try:
         return bytes.fromhex(value).decode("utf-8", "replace")
     except ValueError:
-        return None
+        return value
 
 
 def _int(value: object) -> int | None:
@@ -174,7 +179,7 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
                 return unparsed(line, offset, received,
                                 "auditd: not an audit record: no 'type=TYPE msg=audit(' header")
             stamp_start = type_end + 11
-            stamp_end = text.find("):", stamp_start)
+            stamp_end = text.find(")", stamp_start)
             if stamp_end < 0:
                 return unparsed(line, offset, received, "auditd: unterminated 'msg=audit(' header")
             epoch, _, serial = text[stamp_start:stamp_end].partition(":")
@@ -198,7 +203,8 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
                 last_second, last_prefix = seconds, whole[:20]
             timestamp = last_prefix + (fraction + "000000")[:6] + "Z"
 
-            rest = text[stamp_end + 2:]
+            # `):` as a rule; some daemon records (DAEMON_CONFIG on RHEL 7) leave out the colon.
+            rest = text[stamp_end + 2:] if text[stamp_end + 1:stamp_end + 2] == ":" else text[stamp_end + 1:]
             fields: dict[str, Any] = {"record_type": record_type, "sequence": sequence}
             inner_start = rest.find("msg='")
             if inner_start >= 0 and (inner_start == 0 or rest[inner_start - 1] == " "):
@@ -207,6 +213,9 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
                     inner_end = len(rest)
                 _parse_pairs(rest[:inner_start] + rest[inner_end + 1:], fields, overwrite=True)
                 inner = rest[inner_start + 5:inner_end]
+                if inner.endswith(")") and " (" in inner:
+                    # Old PAM format: `exe="/usr/sbin/crond" (hostname=?, addr=?, terminal=cron res=success)`
+                    inner = inner[:-1].replace(" (", " ", 1).replace(", ", " ")
                 size = len(fields)
                 _parse_pairs(inner, fields, overwrite=False)
                 if len(fields) == size:
@@ -262,6 +271,8 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
             if addr and looks_like_ip(addr):
                 event["source"] = {"ip": addr}
             event["auditd"] = {"log": fields}
+            if "logseal" in event:
+                event["error"] = {"message": "auditd: " + NOT_UTF8}
             return event
         except Exception as exc:  # the invariant: an event for every line, whatever it holds
             error = f"auditd: internal error: {type(exc).__name__}: {str(exc)[:80]}"

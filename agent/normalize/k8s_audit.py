@@ -65,6 +65,8 @@ _EVENT_TYPE_BY_VERB = {
 _MAX_IP_TEXT = 45
 _IPV6_CHARS = "0123456789abcdefABCDEF:."
 
+NOT_UTF8 = "line is not valid UTF-8: parsed with U+FFFD replacements; exact bytes in logseal.original_base64"
+
 
 def looks_like_ip(value: str) -> bool:
     """Cheap shape check for an IPv4/IPv6 literal (ECS `source.ip` rejects anything else).
@@ -83,15 +85,11 @@ def rfc3339_timestamp(value: object) -> str | None:
     """Canonical form of an RFC 3339 timestamp, or None for anything else (any type, never raises)."""
     if type(value) is not str:
         return None
-    if (
-        len(value) == 27
-        and value[26] == "Z"
-        and value[19] == "."
-        and value[10] == "T"
-        and value.isascii()
-        and value[20:26].isdigit()
-    ):
-        # Already canonical in shape: only check that it is a real date and time (cheap, in C).
+    if len(value) == 27 and value[26] == "Z" and value[19] == "." and value[10] == "T":
+        # Canonical in shape: check that it is a real date and time (cheap, in C). Never hand such a
+        # string to canonical_timestamp, which takes the shape on trust.
+        if not (value.isascii() and value[20:26].isdigit()):
+            return None
         try:
             dt.datetime.fromisoformat(value)
         except ValueError:
@@ -128,8 +126,7 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
                     audit = orjson.loads(text)
                 except orjson.JSONDecodeError as exc2:
                     return unparsed(line, offset, received, f"k8s_audit: invalid JSON: {exc2}")
-                problems = ["line is not valid UTF-8 (invalid bytes replaced by U+FFFD; exact bytes in "
-                            "logseal.original_base64)"]
+                problems = [NOT_UTF8]
 
             if type(audit) is not dict:
                 return unparsed(line, offset, received,

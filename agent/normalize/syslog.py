@@ -55,7 +55,7 @@ from agent.normalize.common import (
     format_timestamp,
     unparsed_event,
 )
-from agent.normalize.k8s_audit import looks_like_ip, rfc3339_timestamp
+from agent.normalize.k8s_audit import NOT_UTF8, looks_like_ip, rfc3339_timestamp
 
 DATASET_AUTH = "system.auth"
 DATASET_SYSLOG = "system.syslog"
@@ -231,6 +231,7 @@ def _classify_auth(event: Event, program: str, message: str) -> None:
     elif program == "systemd-logind":
         if message.startswith("New session "):
             fields["action"] = "session_start"
+            fields["outcome"] = OUTCOME_SUCCESS
             fields["category"] = ["session"]
             fields["type"] = ["start"]
             marker = message.find(" of user ")
@@ -238,6 +239,7 @@ def _classify_auth(event: Event, program: str, message: str) -> None:
                 event["user"] = {"name": message[marker + 9:].rstrip(".")}
         elif message.startswith("Removed session "):
             fields["action"] = "session_end"
+            fields["outcome"] = OUTCOME_SUCCESS
             fields["category"] = ["session"]
             fields["type"] = ["end"]
     elif program == "useradd" and message.startswith("new user: name="):
@@ -392,6 +394,8 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
             event["log"]["syslog"] = syslog
         if dataset == DATASET_AUTH and program:
             _classify_auth(event, program, message)
+        if "logseal" in event:
+            event["error"] = {"message": "syslog: " + NOT_UTF8}
         return event
 
     def normalize(line: bytes, offset: int, received: str) -> Event:

@@ -1,0 +1,260 @@
+"""`logseal bench`: throughput, CPU and memory of the agent pipeline and of the whole path.
+
+Two measurements on the same generated Kubernetes audit log:
+- pipeline: one agent process runs tail -> normalize -> seal -> spool (fsync) to the end of the file;
+- end to end: an aggregator process and an agent process over real gRPC on loopback, from agent
+  start until the aggregator has stored (fsynced, indexed) every event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from agent.keys import write_keypair
+
+_VERBS = ["get"] * 30 + ["list"] * 20 + ["watch"] * 10 + ["create"] * 12 + ["update"] * 10 + ["patch"] * 10 + \
+    ["delete"] * 8
+_RESOURCES = [("", "pods"), ("", "secrets"), ("", "configmaps"), ("apps", "deployments"), ("", "services"),
+              ("rbac.authorization.k8s.io", "rolebindings"), ("", "serviceaccounts"), ("batch", "cronjobs"),
+              ("apps", "daemonsets"), ("coordination.k8s.io", "leases")]
+_USERS = [("system:serviceaccount:kube-system:replicaset-controller", ["system:serviceaccounts",
+                                                                       "system:authenticated"]),
+          ("system:kube-scheduler", ["system:authenticated"]),
+          ("alice@example.com", ["developers", "system:authenticated"]),
+          ("bob@example.com", ["sre", "system:authenticated"]),
+          ("system:node:worker-3", ["system:nodes", "system:authenticated"])]
+_NAMESPACES = ["default", "kube-system", "payments", "monitoring", "ingress-nginx"]
+_AGENTS = ["kubectl/v1.31.2 (linux/amd64) kubernetes/5864a46", "kube-controller-manager/v1.31.2 (linux/amd64)",
+           "Go-http-client/2.0", "kubelet/v1.31.2 (linux/amd64) kubernetes/5864a46"]
+
+
+def generate_audit_events(count: int, seed: int = 0) -> list[bytes]:
+    """Realistic audit.k8s.io/v1 events, ~1-2 KiB each, Metadata and RequestResponse levels."""
+    rng = random.Random(seed)
+    base = 1_780_000_000.0 + seed * 0.0005
+    out = []
+    for i in range(count):
+        verb = rng.choice(_VERBS)
+        group, resource_name = rng.choice(_RESOURCES)
+        user, groups = rng.choice(_USERS)
+        ns = rng.choice(_NAMESPACES)
+        name = f"{resource_name[:-1]}-{rng.randrange(10_000):04d}"
+        t = base + i * 0.0005
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
+        code = rng.choice([200] * 12 + [201, 403, 404, 409])
+        event: dict[str, object] = {
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1",
+            "level": "RequestResponse" if verb in ("create", "update", "patch") else "Metadata",
+            "auditID": f"{rng.getrandbits(128):032x}", "stage": "ResponseComplete",
+            "requestURI": f"/apis/{group or 'core'}/v1/namespaces/{ns}/{resource_name}/{name}",
+            "verb": verb, "user": {"username": user, "uid": f"{rng.getrandbits(64):016x}", "groups": groups},
+            "sourceIPs": [f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"],
+            "userAgent": rng.choice(_AGENTS),
+            "objectRef": {"resource": resource_name, "namespace": ns, "name": name,
+                          "apiGroup": group, "apiVersion": "v1"},
+            "responseStatus": {"metadata": {}, "code": code},
+            "requestReceivedTimestamp": stamp, "stageTimestamp": stamp,
+            "annotations": {"authorization.k8s.io/decision": "allow" if code != 403 else "forbid",
+                            "authorization.k8s.io/reason": f"RBAC: allowed by ClusterRoleBinding \"{ns}-edit\" "
+                                                           f"of ClusterRole \"edit\" to Group \"{groups[0]}\"",
+                            "pod-security.kubernetes.io/enforce-policy": "restricted:latest",
+                            "apiserver.latency.k8s.io/etcd": f"{rng.randrange(1, 40)}.{rng.randrange(999)}ms",
+                            "apiserver.latency.k8s.io/total": f"{rng.randrange(2, 90)}.{rng.randrange(999)}ms"},
+        }
+        if event["level"] == "RequestResponse":
+            event["requestObject"] = {
+                "kind": resource_name.capitalize()[:-1], "apiVersion": "v1",
+                "metadata": {"name": name, "namespace": ns, "labels": {"app": name.split("-")[0],
+                                                                       "team": rng.choice(["a", "b", "c"])}},
+                "spec": {"replicas": rng.randrange(1, 5), "template": {"spec": {"containers": [
+                    {"name": "main", "image": f"registry.example.com/{ns}/{name}:{rng.randrange(100)}",
+                     "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}}]}}},
+            }
+            event["responseObject"] = {
+                "kind": resource_name.capitalize()[:-1], "apiVersion": "v1",
+                "metadata": {"name": name, "namespace": ns, "uid": f"{rng.getrandbits(128):032x}",
+                             "resourceVersion": str(rng.randrange(10**8)), "creationTimestamp": stamp[:19] + "Z",
+                             "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update",
+                                                "apiVersion": "v1", "time": stamp[:19] + "Z",
+                                                "fieldsType": "FieldsV1"}]},
+                "status": {"observedGeneration": rng.randrange(1, 20)},
+            }
+        out.append(orjson.dumps(event))
+    return out
+
+
+def _write_log(path: Path, events: int) -> int:
+    written = 0
+    with path.open("wb") as f:
+        for start in range(0, events, 10_000):
+            data = b"\n".join(generate_audit_events(min(10_000, events - start), seed=start)) + b"\n"
+            f.write(data)
+            written += len(data)
+    return written
+
+
+def _agent_toml(work: Path, key: Path, log_path: Path, port: int) -> Path:
+    work.mkdir(exist_ok=True)
+    config = work / "agent.toml"
+    config.write_text(
+        f'node_id = "bench"\nkey = "{key}"\nspool_dir = "{work / "spool"}"\n'
+        f'aggregator = "127.0.0.1:{port}"\n[[source]]\ntype = "k8s_audit"\npaths = ["{log_path}"]\n'
+    )
+    return config
+
+
+def pipeline_worker(config_path: Path, events: int) -> int:
+    """Child process: run one stream's pipeline over the whole file, print figures as JSON."""
+    from agent.config import load_agent_config
+    from agent.keys import load_private_key
+    from agent.pipeline import SealWorker, StreamPipeline, monotonic, received_now
+    from agent.seal import ChainHead, Sealer
+    from agent.spool import Spool
+
+    config = load_agent_config(config_path)
+    sealer = Sealer(config.node_id, load_private_key(config.key), config.batch.zstd_level)
+    spool = Spool(config.spool_dir)
+    heads: dict[str, ChainHead] = {}
+    worker = SealWorker(sealer, spool, heads)
+    stream = StreamPipeline(config.source[0], config.node_id, sealer, spool, config.batch, config.tail, heads,
+                            worker)
+    stream.scan()
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    while stream.stats.lines < events:
+        stream.pump(received_now(), monotonic())
+    stream.seal()
+    worker.drain()
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    s = stream.stats
+    print(json.dumps({"events": s.lines, "seconds": elapsed, "cpu_s": cpu, "batches": s.batches,
+                      "line_bytes": s.line_bytes, "batch_bytes": worker.batch_bytes,
+                      "peak_rss_mib": _proc_peak_rss_mib(os.getpid())}))
+    return 0
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _wait_for(predicate: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def _stored_events(index: Path) -> int:
+    if not index.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT COALESCE(SUM(event_count), 0) FROM batches").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _python() -> list[str]:
+    return [sys.executable, "-m", "agent"]
+
+
+def measure(events: int) -> dict[str, float | int]:
+    with tempfile.TemporaryDirectory(prefix="logseal-bench-") as tmp:
+        work = Path(tmp)
+        write_keypair("bench", work / "keys")
+        trusted = work / "trusted"
+        trusted.mkdir()
+        (trusted / "bench.pub").write_bytes((work / "keys" / "bench.pub").read_bytes())
+        log_path = work / "audit.log"
+        raw_bytes = _write_log(log_path, events)
+
+        # 1. the agent pipeline alone, in its own process
+        key = work / "keys" / "bench.key"
+        config = _agent_toml(work / "pipeline", key, log_path, 1)
+        out = subprocess.run([*_python(), "_bench-pipeline", str(config), str(events)],
+                             capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            raise RuntimeError(f"pipeline measurement failed: {out.stderr.strip()[-2000:]}")
+        pipe = json.loads(out.stdout)
+
+        # 2. end to end through real gRPC
+        e2e_dir = work / "e2e"
+        e2e_dir.mkdir()
+        port_file = e2e_dir / "agg.port"
+        (e2e_dir / "aggregator.toml").write_text(
+            f'listen = "127.0.0.1:0"\nstore_dir = "{e2e_dir / "store"}"\ntrusted_keys_dir = "{trusted}"\n'
+            f'port_file = "{port_file}"\n')
+        aggregator = subprocess.Popen([*_python(), "aggregator", "--config", str(e2e_dir / "aggregator.toml")],
+                                      stderr=subprocess.DEVNULL)
+        agent = None
+        try:
+            _wait_for(port_file.exists, 30, "the aggregator to listen")
+            agent_config = _agent_toml(e2e_dir, key, log_path, int(port_file.read_text()))
+            t0 = time.perf_counter()
+            agent = subprocess.Popen([*_python(), "agent", "--config", str(agent_config)],
+                                     stderr=subprocess.DEVNULL)
+            index = e2e_dir / "store" / "index.db"
+            _wait_for(lambda: _stored_events(index) >= events, 900, f"{events} events to be stored")
+            e2e_seconds = time.perf_counter() - t0
+            agent_cpu = _proc_cpu_s(agent.pid)
+            agent_rss = _proc_peak_rss_mib(agent.pid)
+            aggregator_cpu = _proc_cpu_s(aggregator.pid)
+            aggregator_rss = _proc_peak_rss_mib(aggregator.pid)
+        finally:
+            for proc in (agent, aggregator):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+        return {
+            "events": events,
+            "input_bytes": raw_bytes,
+            "mean_event_bytes": round(raw_bytes / events),
+            "agent_events_per_s": round(events / pipe["seconds"]),
+            "e2e_events_per_s": round(events / e2e_seconds),
+            "agent_cpu_s_per_million_events": round(pipe["cpu_s"] / events * 1e6, 2),
+            "e2e_agent_cpu_s_per_million_events": round(agent_cpu / events * 1e6, 2),
+            "e2e_aggregator_cpu_s_per_million_events": round(aggregator_cpu / events * 1e6, 2),
+            "agent_peak_rss_mib": round(max(pipe["peak_rss_mib"], agent_rss), 1),
+            "aggregator_peak_rss_mib": round(aggregator_rss, 1),
+            "compression_ratio": round(raw_bytes / pipe["batch_bytes"], 2),
+            "batches": pipe["batches"],
+        }
+
+
+def run_bench(events: int, as_json: bool) -> int:
+    if events < 1000:
+        from agent.errors import LogsealError
+
+        raise LogsealError(f"--events {events}: use at least 1000 for a meaningful figure")
+    figures = measure(events)
+    if as_json:
+        print(json.dumps(figures, indent=2))
+    else:
+        width = max(map(len, figures))
+        for key, value in figures.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
