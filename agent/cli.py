@@ -131,7 +131,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep)
+    return run_demo(Path(args.workdir) if args.workdir else None, keep=not args.cleanup)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run agent and aggregator on sample logs, verify, summarize")
     p.add_argument("--workdir", help="use this folder instead of a new temporary one")
-    p.add_argument("--keep", action="store_true", help="keep the workspace (default: kept, path printed)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove the workspace after a passing run (by default it is kept for `query`)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("bench", help="measure the pipeline on generated Kubernetes audit events")

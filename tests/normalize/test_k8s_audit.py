@@ -190,7 +190,11 @@ def test_timestamp_with_an_offset_is_converted_to_utc() -> None:
     assert checked(line)["@timestamp"] == "2020-04-21T17:57:05.500000Z"
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "2020-13-45T99:99:99.999999Z", "0001-01-01T00:00:00+01:00", 17])
+@pytest.mark.parametrize(
+    "bad",
+    ["yesterday", "2020-13-45T99:99:99.999999Z", "2020-W17-2T17:57:05.541358Z", "2020-04-21T17:57:05.54135\u0664Z",
+     "0001-01-01T00:00:00+01:00", 17, None],
+)
 def test_invalid_timestamp_is_skipped_never_copied(bad: object) -> None:
     event = checked(edited("create_secret.json", requestReceivedTimestamp=bad, stageTimestamp=None))
     assert event["@timestamp"] == RECEIVED

@@ -168,7 +168,8 @@ def test_zero_padded_day_and_fractional_seconds_are_accepted() -> None:
 
 
 def test_rsyslog_high_precision_timestamp_is_converted_to_utc() -> None:
-    event = checked(b"2024-03-03T10:01:17.123456+01:00 node-1 sshd[9]: Accepted password for a from 192.0.2.1 port 2 ssh2")
+    line = b"2024-03-03T10:01:17.123456+01:00 node-1 sshd[9]: Accepted password for a from 192.0.2.1 port 2 ssh2"
+    event = checked(line)
     assert event["@timestamp"] == "2024-03-03T09:01:17.123456Z"
     assert event["process"] == {"name": "sshd", "pid": 9}
     assert event["event"]["action"] == "ssh_login"
