@@ -105,10 +105,11 @@ class Workspace:
         shutil.copy(pub, self.trusted / pub.name)
         return key
 
-    def start_aggregator(self, extra: str = "") -> LocalProcess:
+    def start_aggregator(self, extra: str = "", port: int = 0) -> LocalProcess:
+        """Start the aggregator on `port` (0: a free one, see `self.port`) and wait until it serves."""
         config = self.root / "aggregator.toml"
         self.port_file.unlink(missing_ok=True)
-        config.write_text(f'listen = "127.0.0.1:0"\nstore_dir = "{self.store}"\n'
+        config.write_text(f'listen = "127.0.0.1:{port}"\nstore_dir = "{self.store}"\n'
                           f'trusted_keys_dir = "{self.trusted}"\nport_file = "{self.port_file}"\n{extra}')
         proc = LocalProcess("aggregator", [*logseal_command(), "aggregator", "--config", str(config)],
                             self.root / "aggregator.log")

@@ -42,15 +42,19 @@ def canonical_timestamp(value: str) -> str | None:
 
     The canonical form sorts lexically in time order, which batching relies on.
     """
-    if len(value) == 27 and value[-1] == "Z" and value[19] == "." and value[10] == "T":
-        return value
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
+        parsed = dt.datetime.fromisoformat(value)
+    except (ValueError, TypeError):
         return None
+    if len(value) == 27 and value[-1] == "Z" and value[19] == "." and value[10] == "T":
+        return value  # already canonical (and, as just parsed, a real time)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return format_timestamp(parsed)
+    try:
+        result = format_timestamp(parsed)
+    except (ValueError, OverflowError):
+        return None
+    return result if len(result) == 27 else None
 
 
 def format_timestamp(moment: dt.datetime) -> str:

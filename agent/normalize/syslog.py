@@ -36,7 +36,9 @@ user/group tools); otherwise `system.syslog`. For `system.auth` a few message sh
   `user_created`, `group_created`, `password_changed`.
 
 Everything else gets `event.action` "log". A line that matches none of the shapes becomes an
-`unparsed_event` with dataset `system.syslog` (whatever the file). The normalizer never raises.
+`unparsed_event` with dataset `system.syslog` (whatever the file). Bytes that are not UTF-8 are
+parsed with U+FFFD replacements; `error.message` says so and `logseal.original_base64` keeps the
+exact bytes. The normalizer never raises.
 """
 
 from __future__ import annotations
@@ -264,14 +266,18 @@ def _classify_auth(event: Event, program: str, message: str) -> None:
 
 def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
     auth_file = is_auth_file(ctx.path)
-    # The reference time for year-less timestamps, per `received` value (one batch shares it).
-    reference: list[Any] = ["", 0, ""]  # received, its year, received + 1 day (canonical)
+    # The reference for year-less timestamps, recomputed only when `received` changes (a batch
+    # shares it): the received time, its year, and received + 1 day in canonical form.
+    ref_received = ""
+    ref_year = 0
+    ref_limit = ""
 
     def year_less(month: int, day: int, clock: str, received: str) -> str:
         """Canonical time of an RFC 3164 `Mmm dd hh:mm:ss[.ffffff]` (UTC, year inferred)."""
-        if reference[0] != received:
+        nonlocal ref_received, ref_year, ref_limit
+        if ref_received != received:
             moment = dt.datetime.fromisoformat(received)
-            reference[:] = [received, moment.year, format_timestamp(moment + _ONE_DAY)]
+            ref_received, ref_year, ref_limit = received, moment.year, format_timestamp(moment + _ONE_DAY)
         seconds, _, fraction = clock.partition(".")
         if (
             len(seconds) != 8 or seconds[2] != ":" or seconds[5] != ":"
@@ -282,14 +288,13 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
             raise _Malformed(f"syslog: bad time {clock[:20]!r}")
         hour, minute, second = int(seconds[:2]), int(seconds[3:5]), int(seconds[6:])
         tail = f"-{month:02d}-{day:02d}T{seconds}.{(fraction + '000000')[:6]}Z"
-        year: int = reference[1]
-        for candidate_year in (year, year - 1):
+        for candidate_year in (ref_year, ref_year - 1):
             try:
                 dt.datetime(candidate_year, month, day, hour, minute, second)
             except ValueError:
                 continue
             candidate = f"{candidate_year:04d}{tail}"
-            if candidate_year < year or candidate <= reference[2]:
+            if candidate_year < ref_year or candidate <= ref_limit:
                 return candidate
         raise _Malformed(f"syslog: impossible date {month:02d}-{day:02d} {seconds}")
 

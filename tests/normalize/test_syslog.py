@@ -283,3 +283,10 @@ def test_invalid_utf8_inside_a_line_is_parsed_and_its_exact_bytes_kept() -> None
     assert event["user"]["name"] == "dep\ufffd(loy"
     assert base64.b64decode(event["logseal"]["original_base64"]) == line
     assert "not valid UTF-8" in event["error"]["message"]
+
+
+def test_one_normalizer_follows_each_calls_received_time() -> None:
+    normalize = normalizer_for("syslog", SourceContext(host_name=HOST, path=AUTH_LOG))
+    line = b"Dec 31 23:59:00 node-1 app: hi"
+    assert normalize(line, 0, "2023-12-31T23:59:30.000000Z")["@timestamp"] == "2023-12-31T23:59:00.000000Z"
+    assert normalize(line, 0, "2025-01-01T00:00:30.000000Z")["@timestamp"] == "2024-12-31T23:59:00.000000Z"

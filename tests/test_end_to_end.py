@@ -1,0 +1,176 @@
+"""Agent and aggregator as separate processes over real gRPC: every line stored exactly once."""
+
+from __future__ import annotations
+
+import base64
+import signal
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from agent.localrun import Workspace, wait_for
+from tests.conftest import run_cli
+
+SAMPLES = Path(__file__).parents[1] / "agent" / "samples"
+
+
+def append(path: Path, lines: list[bytes]) -> None:
+    with path.open("ab") as f:
+        f.write(b"".join(line + b"\n" for line in lines))
+
+
+def k8s_line(i: int) -> bytes:
+    return orjson.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": f"id-{i}",
+                         "stage": "ResponseComplete", "verb": ["get", "create", "delete"][i % 3],
+                         "user": {"username": f"user-{i % 5}", "groups": ["system:authenticated"]},
+                         "sourceIPs": ["10.0.0.1"], "objectRef": {"resource": "pods", "namespace": "default"},
+                         "responseStatus": {"code": 200}, "requestReceivedTimestamp": "2026-11-26T10:00:00.000000Z",
+                         "stageTimestamp": "2026-11-26T10:00:00.000001Z"})
+
+
+def auditd_line(i: int) -> bytes:
+    return (f"type=SYSCALL msg=audit(1764151200.{i % 1000:03d}:{i}): arch=c000003e syscall=59 success=yes "
+            f"exit=0 pid={1000 + i} uid=0 comm=\"ls\" exe=\"/usr/bin/ls\" key=\"exec\"").encode()
+
+
+def syslog_line(i: int) -> bytes:
+    return f"Nov 26 10:00:{i % 60:02d} node-1 sshd[{100 + i}]: Failed password for root from 203.0.113.7 port {i} ssh2".encode()
+
+
+def stored_events(store: Path) -> list[dict[str, object]]:
+    result = run_cli("query", str(store), "--json")
+    assert result.returncode == 0, result.stderr
+    return [orjson.loads(line) for line in result.stdout.splitlines()]
+
+
+def assert_exactly_once(store: Path, files: dict[Path, int]) -> None:
+    """Each line of each file is in the store once: keyed by (file, byte offset), with its text."""
+    events = stored_events(store)
+    keys = Counter((e["log"]["file"]["path"], e["log"]["offset"]) for e in events)  # type: ignore[index]
+    doubled = [k for k, n in keys.items() if n > 1]
+    assert not doubled, f"stored more than once: {doubled[:5]}"
+    expected = set()
+    for path, _ in files.items():
+        offset = 0
+        for line in path.read_bytes().split(b"\n")[:-1]:
+            expected.add((str(path), offset))
+            offset += len(line) + 1
+    missing = expected - set(keys)
+    assert not missing, f"{len(missing)} lines never stored, e.g. {sorted(missing)[:3]}"
+    assert set(keys) == expected
+    assert len(events) == sum(files.values())
+
+
+def verify_ok(store: Path) -> None:
+    result = run_cli("verify", str(store))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "intact" in result.stdout
+
+
+def test_every_appended_line_of_every_family_is_stored_exactly_once(workspace: Workspace) -> None:
+    logs = workspace.root / "logs"
+    logs.mkdir()
+    files = {logs / "apiserver-a.audit": k8s_line, logs / "apiserver-b.audit": k8s_line,
+             logs / "audit.log": auditd_line, logs / "auth.log": syslog_line}
+    workspace.enrol("node-1")
+    aggregator = workspace.start_aggregator()
+    config = workspace.agent_config("node-1", [("k8s_audit", str(logs / "*.audit")), ("auditd", str(logs / "audit.log")),
+                                               ("syslog", str(logs / "auth.log"))],
+                                    extra="[batch]\nmax_events = 50\nlinger_ms = 20\n")
+    for path, make in files.items():
+        append(path, [make(i) for i in range(100)])  # present before the agent starts: read from the start
+    agent = workspace.start_agent(config)
+    total = 400
+    for round_ in range(1, 4):
+        for path, make in files.items():
+            append(path, [make(round_ * 1000 + i) for i in range(37)])
+            total += 37
+        wait_for(lambda: workspace.stored_events() >= total, 60, f"{total} events stored")
+    assert agent.stop() == 0, agent.log_text()
+    assert aggregator.stop() == 0
+    assert_exactly_once(workspace.store, {p: 100 + 3 * 37 for p in files})
+    verify_ok(workspace.store)
+
+
+def test_agent_killed_mid_stream_resumes_without_loss_or_duplicates(workspace: Workspace) -> None:
+    log = workspace.root / "audit.log"
+    workspace.enrol("node-1")
+    aggregator = workspace.start_aggregator()
+    config = workspace.agent_config("node-1", [("k8s_audit", str(log))],
+                                    extra="[batch]\nmax_events = 200\nlinger_ms = 50\n")
+    first = 20_000
+    append(log, [k8s_line(i) for i in range(first)])
+    agent = workspace.start_agent(config)
+    wait_for(lambda: workspace.stored_events() > 0, 60, "the first batches to be stored")
+    assert agent.kill() == -signal.SIGKILL
+    stored_at_kill = workspace.stored_events()
+    assert stored_at_kill < first, "the agent finished before it could be killed mid-stream; raise `first`"
+    append(log, [k8s_line(i) for i in range(first, first + 500)])
+    again = workspace.start_agent(config)
+    wait_for(lambda: workspace.stored_events() >= first + 500, 90, "every line to be stored after restart")
+    assert again.stop() == 0, again.log_text()
+    assert aggregator.stop() == 0
+    assert_exactly_once(workspace.store, {log: first + 500})
+    verify_ok(workspace.store)
+
+
+def test_aggregator_restart_mid_stream_loses_and_doubles_nothing(workspace: Workspace) -> None:
+    log = workspace.root / "auth.log"
+    workspace.enrol("node-1")
+    aggregator = workspace.start_aggregator()
+    port = workspace.port
+    config = workspace.agent_config("node-1", [("syslog", str(log))],
+                                    extra="[batch]\nmax_events = 100\nlinger_ms = 20\n"
+                                          "[ship]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n")
+    append(log, [syslog_line(i) for i in range(5000)])
+    agent = workspace.start_agent(config)
+    wait_for(lambda: workspace.stored_events() > 0, 60, "the first batches to be stored")
+    assert aggregator.kill() == -signal.SIGKILL
+    append(log, [syslog_line(i) for i in range(5000, 6000)])
+    restarted = workspace.start_aggregator(port=port)  # same address: the running agent reconnects
+    wait_for(lambda: workspace.stored_events() >= 6000, 90, "every line to be stored after the restart")
+    assert agent.stop() == 0
+    assert restarted.stop() == 0
+    assert_exactly_once(workspace.store, {log: 6000})
+    verify_ok(workspace.store)
+
+
+def test_lines_that_are_not_utf8_come_back_byte_exact(workspace: Workspace) -> None:
+    log = workspace.root / "auth.log"
+    raw = [b"Nov 26 10:00:00 h sshd[1]: user \xff\xfe\xc0\xaf from 10.0.0.1", b"\x00\x01\x02 binary \x80",
+           "Nov 26 10:00:01 h su: caf\u00e9 ok".encode()]
+    append(log, raw)
+    workspace.enrol("node-1")
+    aggregator = workspace.start_aggregator()
+    agent = workspace.start_agent(workspace.agent_config("node-1", [("syslog", str(log))]))
+    wait_for(lambda: workspace.stored_events() >= 3, 60, "3 events stored")
+    agent.stop()
+    aggregator.stop()
+    events = sorted(stored_events(workspace.store), key=lambda e: e["log"]["offset"])  # type: ignore[index]
+    recovered = [base64.b64decode(e["logseal"]["original_base64"]) if "logseal" in e  # type: ignore[index]
+                 else e["event"]["original"].encode() for e in events]  # type: ignore[index]
+    assert recovered == raw
+
+
+def test_batches_signed_by_an_unenrolled_key_are_rejected_and_kept_until_enrolled(workspace: Workspace) -> None:
+    log = workspace.root / "audit.log"
+    append(log, [auditd_line(i) for i in range(10)])
+    workspace.enrol("node-1")
+    (workspace.trusted / "node-1.pub").unlink()  # the aggregator does not know this node yet
+    aggregator = workspace.start_aggregator()
+    port = workspace.port
+    config = workspace.agent_config("node-1", [("auditd", str(log))],
+                                    extra="[ship]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n")
+    agent = workspace.start_agent(config)
+    wait_for(lambda: "verdict=UNKNOWN_NODE" in aggregator.log_text(), 60, "the rejection to be logged")
+    assert workspace.stored_events() == 0
+    aggregator.stop()
+    (workspace.trusted / "node-1.pub").write_bytes((workspace.keys / "node-1.pub").read_bytes())
+    restarted = workspace.start_aggregator(port=port)  # the agent, still running, retries and gets through
+    wait_for(lambda: workspace.stored_events() >= 10, 60, "the spooled batches to be stored once enrolled")
+    agent.stop()
+    restarted.stop()
+    assert_exactly_once(workspace.store, {log: 10})
+
+
