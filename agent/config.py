@@ -213,9 +213,10 @@ def _check_tls(tls: TlsConfig | None, where: str) -> None:
     if tls is None:
         return
     for name in ("ca", "cert", "key"):
-        path = getattr(tls, name)
-        if path is None:
+        if getattr(tls, name) is None:
             raise ConfigError(f"{where}.{name}: is required when [tls] is present (mTLS needs ca, cert and key)")
+    for name in ("ca", "cert", "key"):
+        path = getattr(tls, name)
         if not path.is_file():
             raise ConfigError(f"{where}.{name}: file {path} does not exist")
 
@@ -225,6 +226,8 @@ def load_agent_config(path: Path) -> AgentConfig:
     where = str(path)
     if not config.node_id or "/" in config.node_id or ":" in config.node_id:
         raise ConfigError(f"{where}: node_id: must be non-empty without '/' or ':', got {config.node_id!r}")
+    if config.key.exists() and not config.key.is_file():
+        raise ConfigError(f"{where}: key: {config.key} is not a regular file; point it at the node's .key file")
     if not config.key.is_file():
         raise ConfigError(f"{where}: key: {config.key} does not exist; create it with "
                           f"`logseal keygen --node-id {config.node_id} --out {config.key.parent}`")

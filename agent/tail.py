@@ -168,6 +168,12 @@ class Tailer:
         cursor.offset = start + last_newline + 1
         return Chunk(cursor.path, cursor.dev, cursor.ino, start, data[:last_newline].split(b"\n"))
 
+    def __enter__(self) -> Tailer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         for cursor in self._cursors.values():
             cursor.handle.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.seal import BatchHeader, SealedBatch, batch_hash
@@ -33,7 +33,8 @@ def batch_to_bytes(batch: SealedBatch) -> bytes:
         payload=batch.payload,
         signature=batch.signature,
     )
-    return message.SerializeToString()
+    data: bytes = message.SerializeToString()
+    return data
 
 
 def batch_from_bytes(raw: bytes) -> SealedBatch:

@@ -35,7 +35,8 @@ def auditd_line(i: int) -> bytes:
 
 
 def syslog_line(i: int) -> bytes:
-    return f"Nov 26 10:00:{i % 60:02d} node-1 sshd[{100 + i}]: Failed password for root from 203.0.113.7 port {i} ssh2".encode()
+    return (f"Nov 26 10:00:{i % 60:02d} node-1 sshd[{100 + i}]: Failed password for root from 203.0.113.7 "
+            f"port {i} ssh2").encode()
 
 
 def stored_events(store: Path) -> list[dict[str, object]]:
@@ -75,7 +76,8 @@ def test_every_appended_line_of_every_family_is_stored_exactly_once(workspace: W
              logs / "audit.log": auditd_line, logs / "auth.log": syslog_line}
     workspace.enrol("node-1")
     aggregator = workspace.start_aggregator()
-    config = workspace.agent_config("node-1", [("k8s_audit", str(logs / "*.audit")), ("auditd", str(logs / "audit.log")),
+    config = workspace.agent_config("node-1", [("k8s_audit", str(logs / "*.audit")),
+                                               ("auditd", str(logs / "audit.log")),
                                                ("syslog", str(logs / "auth.log"))],
                                     extra="[batch]\nmax_events = 50\nlinger_ms = 20\n")
     for path, make in files.items():
@@ -86,7 +88,7 @@ def test_every_appended_line_of_every_family_is_stored_exactly_once(workspace: W
         for path, make in files.items():
             append(path, [make(round_ * 1000 + i) for i in range(37)])
             total += 37
-        wait_for(lambda: workspace.stored_events() >= total, 60, f"{total} events stored")
+        wait_for(lambda want=total: workspace.stored_events() >= want, 60, f"{total} events stored")
     assert agent.stop() == 0, agent.log_text()
     assert aggregator.stop() == 0
     assert_exactly_once(workspace.store, {p: 100 + 3 * 37 for p in files})

@@ -49,7 +49,8 @@ def query_events(store_dir: Path, flt: EventFilter) -> Iterator[dict[str, Any]]:
     if not index_path.is_file():
         raise StoreError(f"{store_dir} is not a logseal store (no index.db)")
     db = connect_index(index_path, readonly=True)
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[str | int] = []
     for column, value in (("e.node", flt.node), ("e.dataset", flt.dataset), ("e.user", flt.user),
                           ("e.action", flt.action)):
         if value is not None:

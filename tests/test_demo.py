@@ -1,0 +1,20 @@
+"""`logseal demo` runs the whole job with zero configuration and exits 0 only if it verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+def test_demo_stores_every_line_and_verifies(tmp_path: Path) -> None:
+    result = run_cli("demo", "--workdir", str(tmp_path / "demo"), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "verification       intact" in out
+    assert "demo passed" in out
+    stored = int(next(line for line in out.splitlines() if "events stored" in line).split()[-1])
+    sample_lines = sum(p.read_bytes().count(b"\n") for p in (Path(__file__).parents[1] / "agent" / "samples")
+                       .glob("*.log"))
+    assert stored > sample_lines  # the samples and the lines appended live
+    assert run_cli("verify", str(tmp_path / "demo" / "store")).returncode == 0
