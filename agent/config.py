@@ -69,8 +69,9 @@ class SourceConfig:
     """Glob patterns of files to tail."""
     name: str = ""
     """Stream id (the hash chain runs per node and stream); defaults to `type`. Unique per agent."""
-    keep_original: bool = True
-    """Keep each raw line in `event.original` (bytes that are not UTF-8 are always kept)."""
+    keep_original: bool | None = None
+    """Keep each raw line in `event.original`. Default: yes, except Kubernetes audit JSON, whose
+    record is carried verbatim under `kubernetes.audit`. Bytes that are not UTF-8 are always kept."""
 
 
 @dataclass(frozen=True)

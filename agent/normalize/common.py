@@ -25,8 +25,10 @@ class SourceContext:
 
     host_name: str
     path: str
-    # Keep the raw line in `event.original` (ECS); the exact bytes are always kept when not UTF-8.
-    keep_original: bool = True
+    # Keep the raw line in `event.original` (ECS). None: the family's default (kept, except where the
+    # whole record is already carried verbatim, as Kubernetes audit JSON under `kubernetes.audit`).
+    # Bytes that are not UTF-8 are always kept exactly, in `logseal.original_base64`.
+    keep_original: bool | None = None
 
 
 def decode_line(line: bytes) -> tuple[str, str | None]:
@@ -83,9 +85,15 @@ def base_event(
     category: list[str],
     types: list[str],
     kind: str = "event",
+    keep_original: bool = True,
 ) -> Event:
-    """The always-present fields of the normalized schema (design.md, "Normalized event")."""
+    """The always-present fields of the normalized schema (design.md, "Normalized event").
+
+    `keep_original` is the family's default, used when the source does not say.
+    """
     text, exact = decode_line(line)
+    if ctx.keep_original is not None:
+        keep_original = ctx.keep_original
     event_fields: dict[str, Any] = {
         "kind": kind,
         "category": category,
@@ -94,7 +102,7 @@ def base_event(
         "outcome": outcome,
         "dataset": dataset,
     }
-    if ctx.keep_original or exact is not None:
+    if keep_original or exact is not None:
         event_fields["original"] = text
     event: Event = {
         "@timestamp": timestamp,

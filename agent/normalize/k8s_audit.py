@@ -10,9 +10,13 @@ Mapping (dataset `kubernetes.audit`, following Elastic's Kubernetes integration)
 * `event.outcome` from `responseStatus.code`: < 400 success, >= 400 failure, absent -> unknown.
 * `user.name` / `user.id` / `user.group.name` from `user.username` / `user.uid` / `user.groups`,
   `source.ip` = first of `sourceIPs`, `user_agent.original` = `userAgent`.
-* `kubernetes.audit` = the whole audit event as decoded, with its own camelCase names
-  (`kubernetes.audit.objectRef.resource`, `kubernetes.audit.responseStatus.code`, ...). It is the
-  decoded object itself (no copy).
+* `kubernetes.audit` = the whole audit event with its own camelCase names
+  (`kubernetes.audit.objectRef.resource`, `kubernetes.audit.responseStatus.code`, ...), carried as
+  the line's own bytes (`orjson.Fragment`): the record as the API server wrote it, byte for byte,
+  and no cost to re-encode it. In process it is therefore opaque until serialized.
+* `event.original` is left out by default for such lines, since `kubernetes.audit` already is the
+  exact original (a source may set `keep_original = true`); it is kept for every line that needed
+  repair or could not be parsed.
 
 Bad input (the normalizer never raises):
 
@@ -116,9 +120,11 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
     def normalize(line: bytes, offset: int, received: str) -> Event:
         try:
             problems: list[str] | None = None
+            verbatim = True
             try:
                 audit = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
+                verbatim = False
                 text, exact = decode_line(line)
                 if exact is None:
                     return unparsed(line, offset, received, f"k8s_audit: invalid JSON: {exc}")
@@ -159,6 +165,7 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
             event = base_event(
                 line=line, offset=offset, ctx=ctx, timestamp=timestamp, dataset=DATASET, action=verb,
                 outcome=outcome, category=["api"], types=[_EVENT_TYPE_BY_VERB.get(verb, "info")],
+                keep_original=not verbatim,
             )
 
             user = audit.get("user")
@@ -197,7 +204,9 @@ def make_normalizer(ctx: SourceContext) -> Callable[[bytes, int, str], Event]:
             elif user_agent is not None:
                 problems = (problems or []) + ["'userAgent' is not a string"]
 
-            event["kubernetes"] = {"audit": audit}
+            # Valid UTF-8 JSON goes into the payload byte for byte (no re-encoding, and it is the
+            # original record); a line repaired from bad UTF-8 is re-encoded from what was parsed.
+            event["kubernetes"] = {"audit": orjson.Fragment(line) if verbatim else audit}
             if problems:
                 event["error"] = {"message": "k8s_audit: " + "; ".join(problems)}
             return event

@@ -28,9 +28,11 @@ def falco_line(name: str, index: int = 0) -> bytes:
 
 
 def checked(line: bytes, offset: int = 0) -> dict[str, Any]:
+    """The event as stored: checked, then through JSON (the verbatim audit record becomes a dict)."""
     event = normalize(line, offset)
     assert_valid_event(event, line, offset, host=HOST, path=PATH)
-    return event
+    stored: dict[str, Any] = orjson.loads(orjson.dumps(event))
+    return stored
 
 
 def edited(name: str, **changes: Any) -> bytes:
@@ -280,6 +282,20 @@ def test_invalid_utf8_inside_an_event_is_parsed_and_its_exact_bytes_kept() -> No
     assert field(event, "kubernetes.audit.objectRef.name") == "example-\ufffd\ufffd-secret"
     assert base64.b64decode(event["logseal"]["original_base64"]) == line
     assert "not valid UTF-8" in event["error"]["message"]
+
+
+def test_valid_json_is_carried_byte_for_byte_and_not_repeated_in_original() -> None:
+    line = falco_line("create_secret.json")
+    event = normalize(line)
+    assert orjson.dumps(event["kubernetes"]["audit"]) == line
+    assert "original" not in event["event"]
+    assert line in orjson.dumps(event)
+
+
+def test_original_is_kept_when_the_source_asks_for_it() -> None:
+    ctx = SourceContext(host_name=HOST, path=PATH, keep_original=True)
+    line = falco_line("create_secret.json")
+    assert normalize(line, ctx=ctx)["event"]["original"] == line.decode()
 
 
 def test_original_is_left_out_when_the_source_says_so() -> None:
