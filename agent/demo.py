@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import sys
 import tempfile
 import time
 from importlib import resources
@@ -116,8 +117,9 @@ def run_demo(workdir: Path | None = None, keep: bool = True) -> int:
     for problem in report.problems:
         _say(f"    {problem}")
     _say(f"  store              {ws.store}")
-    _say(f"  look at it         logseal query {ws.store} --dataset system.auth")
-    _say(f"  verify it again    logseal verify {ws.store}")
+    command = sys.argv[0] if Path(sys.argv[0]).name == "logseal" else f"{sys.executable} -m agent"
+    _say(f"  look at it         {command} query {ws.store} --dataset system.auth")
+    _say(f"  verify it again    {command} verify {ws.store}")
     success = ok and report.ok and report.events == expected
     if not keep and success:
         shutil.rmtree(root)
