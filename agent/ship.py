@@ -72,6 +72,7 @@ class _Session:
         self.queue = spool.subscribe()
         self.in_flight: deque[BatchKey] = deque()
         self.closed = False
+        self.sent = 0
 
     def requests(self) -> Iterator[bytes]:
         cond = self.spool.condition
@@ -87,6 +88,7 @@ class _Session:
                 continue  # acked meanwhile
             with cond:
                 self.in_flight.append(key)
+            self.sent += 1
             yield data
 
     def settle(self, key: BatchKey) -> None:
@@ -174,6 +176,7 @@ class Shipper(threading.Thread):
                         self.target, code, exc.details() if isinstance(exc, grpc.Call) else exc)
         finally:
             self._call = None
+            self.stats.sent += session.sent
             session.close()
             channel.close()
         return progressed

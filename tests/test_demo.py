@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import subprocess
+import sys
+
 from tests.conftest import run_cli
 
 
 def test_demo_stores_every_line_and_verifies(tmp_path: Path) -> None:
-    result = run_cli("demo", "--workdir", str(tmp_path / "demo"), timeout=300)
+    # The installed console script, as the README's demo command runs it.
+    script = Path(sys.executable).parent / "logseal"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "agent"]
+    result = subprocess.run([*command, "demo", "--workdir", str(tmp_path / "demo")], capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "verification       intact" in out

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 
 from agent.localrun import Workspace, wait_for
 from tests.conftest import run_cli
@@ -95,7 +96,9 @@ def test_every_appended_line_of_every_family_is_stored_exactly_once(workspace: W
     verify_ok(workspace.store)
 
 
-def test_agent_killed_mid_stream_resumes_without_loss_or_duplicates(workspace: Workspace) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_agent_stopped_mid_stream_resumes_without_loss_or_duplicates(workspace: Workspace,
+                                                                     stop_signal: signal.Signals) -> None:
     log = workspace.root / "audit.log"
     workspace.enrol("node-1")
     aggregator = workspace.start_aggregator()
@@ -105,7 +108,8 @@ def test_agent_killed_mid_stream_resumes_without_loss_or_duplicates(workspace: W
     append(log, [k8s_line(i) for i in range(first)])
     agent = workspace.start_agent(config)
     wait_for(lambda: workspace.stored_events() > 0, 60, "the first batches to be stored")
-    assert agent.kill() == -signal.SIGKILL
+    code = agent.stop(stop_signal)
+    assert code == (-signal.SIGKILL if stop_signal == signal.SIGKILL else 0), agent.log_text()
     stored_at_kill = workspace.stored_events()
     assert stored_at_kill < first, "the agent finished before it could be killed mid-stream; raise `first`"
     append(log, [k8s_line(i) for i in range(first, first + 500)])
