@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-from agent.keys import write_keypair
+from agent.localrun import Workspace, logseal_command, wait_for
 
 _VERBS = ["get"] * 30 + ["list"] * 20 + ["watch"] * 10 + ["create"] * 12 + ["update"] * 10 + ["patch"] * 10 + \
     ["delete"] * 8
@@ -156,79 +154,35 @@ def _proc_peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _wait_for(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-
-
-def _stored_events(index: Path) -> int:
-    if not index.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT COALESCE(SUM(event_count), 0) FROM batches").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
-def _python() -> list[str]:
-    return [sys.executable, "-m", "agent"]
-
-
 def measure(events: int) -> dict[str, float | int]:
     with tempfile.TemporaryDirectory(prefix="logseal-bench-") as tmp:
-        work = Path(tmp)
-        write_keypair("bench", work / "keys")
-        trusted = work / "trusted"
-        trusted.mkdir()
-        (trusted / "bench.pub").write_bytes((work / "keys" / "bench.pub").read_bytes())
-        log_path = work / "audit.log"
+        ws = Workspace(Path(tmp))
+        key = ws.enrol("bench")
+        log_path = ws.root / "audit.log"
         raw_bytes = _write_log(log_path, events)
 
         # 1. the agent pipeline alone, in its own process
-        key = work / "keys" / "bench.key"
-        config = _agent_toml(work / "pipeline", key, log_path, 1)
-        out = subprocess.run([*_python(), "_bench-pipeline", str(config), str(events)],
+        config = _agent_toml(ws.root / "pipeline", key, log_path, 1)
+        out = subprocess.run([*logseal_command(), "_bench-pipeline", str(config), str(events)],
                              capture_output=True, text=True, timeout=900)
         if out.returncode != 0:
             raise RuntimeError(f"pipeline measurement failed: {out.stderr.strip()[-2000:]}")
         pipe = json.loads(out.stdout)
 
-        # 2. end to end through real gRPC
-        e2e_dir = work / "e2e"
-        e2e_dir.mkdir()
-        port_file = e2e_dir / "agg.port"
-        (e2e_dir / "aggregator.toml").write_text(
-            f'listen = "127.0.0.1:0"\nstore_dir = "{e2e_dir / "store"}"\ntrusted_keys_dir = "{trusted}"\n'
-            f'port_file = "{port_file}"\n')
-        aggregator = subprocess.Popen([*_python(), "aggregator", "--config", str(e2e_dir / "aggregator.toml")],
-                                      stderr=subprocess.DEVNULL)
+        # 2. end to end through real gRPC: file -> stored, fsynced and acked by the aggregator
+        aggregator = ws.start_aggregator()
         agent = None
         try:
-            _wait_for(port_file.exists, 30, "the aggregator to listen")
-            agent_config = _agent_toml(e2e_dir, key, log_path, int(port_file.read_text()))
             t0 = time.perf_counter()
-            agent = subprocess.Popen([*_python(), "agent", "--config", str(agent_config)],
-                                     stderr=subprocess.DEVNULL)
-            index = e2e_dir / "store" / "index.db"
-            _wait_for(lambda: _stored_events(index) >= events, 900, f"{events} events to be stored")
+            agent = ws.start_agent(_agent_toml(ws.root / "e2e", key, log_path, ws.port))
+            wait_for(lambda: ws.stored_events() >= events, 900, f"{events} events to be stored", interval_s=0.01)
             e2e_seconds = time.perf_counter() - t0
-            agent_cpu = _proc_cpu_s(agent.pid)
-            agent_rss = _proc_peak_rss_mib(agent.pid)
-            aggregator_cpu = _proc_cpu_s(aggregator.pid)
-            aggregator_rss = _proc_peak_rss_mib(aggregator.pid)
+            agent_cpu, agent_rss = _proc_cpu_s(agent.pid), _proc_peak_rss_mib(agent.pid)
+            aggregator_cpu, aggregator_rss = _proc_cpu_s(aggregator.pid), _proc_peak_rss_mib(aggregator.pid)
         finally:
-            for proc in (agent, aggregator):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(timeout=30)
+            if agent is not None:
+                agent.stop()
+            aggregator.stop()
         return {
             "events": events,
             "input_bytes": raw_bytes,
