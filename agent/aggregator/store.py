@@ -128,6 +128,24 @@ def read_segment(path: Path) -> Iterator[SegmentRecord]:
         pos = end + _RECORD_TAIL.size
 
 
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_unacked_tail(tail: bytes) -> bool:
+    """True if `tail` can only be one record whose write the store never acknowledged."""
+    if len(tail) < _RECORD_HEAD.size:
+        return True
+    magic, length = _RECORD_HEAD.unpack_from(tail)
+    if magic != RECORD_MAGIC:
+        return not tail.strip(b"\x00")  # space allocated by a torn write, never written
+    return len(tail) <= _RECORD_HEAD.size + length + _RECORD_TAIL.size
+
+
 class Store:
     """Single-writer store; the ingest service calls it from one thread."""
 
@@ -150,35 +168,53 @@ class Store:
         self._open_active_segment()
 
     def _open_active_segment(self) -> None:
+        """Reopen the segment to append to, cutting off at most the one record that was never acked.
+
+        Anything more than that beyond the index (a missing or damaged index, a segment edited by
+        hand) is refused: opening must never destroy stored batches.
+        """
         row = self.db.execute("SELECT segment, offset + length FROM batches ORDER BY id DESC LIMIT 1").fetchone()
-        existing = sorted(self.segments_dir.glob("*.seg"))
         if row is None:
             indexed_segment, indexed_end = segment_name(1), len(SEGMENT_HEADER)
         else:
             indexed_segment, indexed_end = row[0], row[1] + RECORD_OVERHEAD
-        for path in existing:
-            if path.name > indexed_segment:
-                log.warning("removing a segment holding only never-acked bytes path=%s size=%d",
-                            path, path.stat().st_size)
-                path.unlink()
+        later = [p for p in sorted(self.segments_dir.glob("*.seg")) if p.name > indexed_segment]
+        next_name = segment_name(int(indexed_segment.split(".")[0]) + 1)
+        for path in later:
+            data = path.read_bytes()
+            if path.name != next_name or not _is_unacked_tail(data[len(SEGMENT_HEADER):]):
+                raise StoreError(f"segment {path} holds batches the index does not know; the index may be "
+                                 "missing or damaged, so the store is not opened (nothing was changed); "
+                                 "run `logseal verify` on it")
         self.segment = indexed_segment
         path = self.segments_dir / self.segment
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         size = os.fstat(fd).st_size
-        if size == 0:
-            os.write(fd, SEGMENT_HEADER)
-            os.fsync(fd)
-            size = len(SEGMENT_HEADER)
+        if size < indexed_end and not (size == 0 and row is None):
+            os.close(fd)
+            raise StoreError(f"segment {path} is shorter ({size}) than its index says ({indexed_end}); "
+                             "run `logseal verify` on the store")
         if size > indexed_end:
-            log.warning("cutting never-acked bytes from the end of a segment path=%s from=%d bytes=%d",
+            tail = os.pread(fd, size - indexed_end, indexed_end)
+            if not _is_unacked_tail(tail):
+                os.close(fd)
+                raise StoreError(f"segment {path} holds {size - indexed_end} bytes after its last indexed batch, "
+                                 "more than one unacknowledged write; the store is not opened (nothing was "
+                                 "changed); run `logseal verify` on it")
+            log.warning("cutting a never-acked write from the end of a segment path=%s from=%d bytes=%d",
                         path, indexed_end, size - indexed_end)
             os.ftruncate(fd, indexed_end)
             os.fsync(fd)
             size = indexed_end
-        elif size < indexed_end:
-            os.close(fd)
-            raise StoreError(f"segment {path} is shorter ({size}) than its index says ({indexed_end}); "
-                             "run `logseal verify` on the store")
+        for stale in later:
+            log.warning("removing a segment holding only a never-acked write path=%s size=%d",
+                        stale, stale.stat().st_size)
+            stale.unlink()
+        if size == 0:
+            os.write(fd, SEGMENT_HEADER)
+            os.fsync(fd)
+            _fsync_dir(self.segments_dir)
+            size = len(SEGMENT_HEADER)
         self._fd = fd
         self._size = size
 
@@ -242,11 +278,7 @@ class Store:
         fd = os.open(self.segments_dir / self.segment, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, SEGMENT_HEADER)
         os.fsync(fd)
-        dir_fd = os.open(self.segments_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(self.segments_dir)
         self._fd = fd
         self._size = len(SEGMENT_HEADER)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.ingest import Ingestor
 from agent.aggregator.store import SEGMENT_HEADER, Store
+from agent.errors import StoreError
 from agent.seal import GENESIS, ChainHead, Sealer, keyring_from, open_payload
 from agent.wire import batch_to_bytes
 from tests.conftest import run_cli
@@ -151,4 +151,25 @@ def test_store_reopens_after_unacked_bytes_at_the_tail(store) -> None:
     Store(directory).close()
     assert segment(directory).stat().st_size == size
     assert segment(directory).read_bytes().startswith(SEGMENT_HEADER)
-    shutil.rmtree(directory)
+    assert run_cli("verify", str(directory)).returncode == 0
+
+
+def test_store_refuses_to_open_when_its_index_is_gone_rather_than_cut_batches(store) -> None:
+    directory, _ = store
+    before = segment(directory).read_bytes()
+    (directory / "index.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        (directory / f"index.db{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="more than one unacknowledged write"):
+        Store(directory)
+    assert segment(directory).read_bytes() == before
+
+
+def test_store_refuses_unknown_later_segments(store) -> None:
+    directory, records = store
+    o, n = records[0]
+    record = segment(directory).read_bytes()[o:o + 9 + n + 4]
+    (directory / "segments" / "00000002.seg").write_bytes(SEGMENT_HEADER + record + record)
+    with pytest.raises(StoreError, match="holds batches the index does not know"):
+        Store(directory)
+    assert (directory / "segments" / "00000002.seg").exists()
