@@ -143,7 +143,7 @@ def _is_unacked_tail(tail: bytes) -> bool:
     magic, length = _RECORD_HEAD.unpack_from(tail)
     if magic != RECORD_MAGIC:
         return not tail.strip(b"\x00")  # space allocated by a torn write, never written
-    return len(tail) <= _RECORD_HEAD.size + length + _RECORD_TAIL.size
+    return len(tail) <= _RECORD_HEAD.size + int(length) + _RECORD_TAIL.size
 
 
 class Store:
