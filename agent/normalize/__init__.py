@@ -1,7 +1,9 @@
-"""Pure normalizers: one module per log family, each `bytes line -> ECS event dict`.
+"""Pure normalizers: one module per log family, `bytes line -> ECS event dict`.
 
-`normalizer_for(source_type, ctx)` returns a callable `(line, offset, received) -> Event` where
-`received` is the canonical ingest timestamp used when a line carries no usable time of its own.
+`assembler_for(source_type, ctx, options)` gives the object the pipeline feeds lines to (see
+`assemble.py`); `normalizer_for(source_type, ctx)` the plain per-line function of line-oriented
+families, `(line, offset, received) -> Event`, where `received` is the canonical ingest timestamp
+used when a line carries no usable time of its own.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.normalize import auditd, k8s_audit, syslog
+from agent.normalize.assemble import Assembler, HeldLine, LineNormalizer, NormalizeOptions, PerLine
 from agent.normalize.common import Event, SourceContext
-
-LineNormalizer = Callable[[bytes, int, str], Event]
 
 SOURCE_TYPES: dict[str, Callable[[SourceContext], LineNormalizer]] = {
     "k8s_audit": k8s_audit.make_normalizer,
@@ -19,9 +20,26 @@ SOURCE_TYPES: dict[str, Callable[[SourceContext], LineNormalizer]] = {
     "syslog": syslog.make_normalizer,
 }
 
+AssemblerFactory = Callable[[SourceContext, NormalizeOptions], Assembler]
+
+
+def _per_line(source_type: str) -> AssemblerFactory:
+    def make(ctx: SourceContext, options: NormalizeOptions) -> Assembler:
+        return PerLine(SOURCE_TYPES[source_type](ctx))
+
+    return make
+
+
+ASSEMBLERS: dict[str, AssemblerFactory] = {name: _per_line(name) for name in SOURCE_TYPES}
+
 
 def normalizer_for(source_type: str, ctx: SourceContext) -> LineNormalizer:
     return SOURCE_TYPES[source_type](ctx)
 
 
-__all__ = ["Event", "LineNormalizer", "SOURCE_TYPES", "SourceContext", "normalizer_for"]
+def assembler_for(source_type: str, ctx: SourceContext, options: NormalizeOptions | None = None) -> Assembler:
+    return ASSEMBLERS[source_type](ctx, options or NormalizeOptions())
+
+
+__all__ = ["ASSEMBLERS", "Assembler", "Event", "HeldLine", "LineNormalizer", "NormalizeOptions", "PerLine",
+           "SOURCE_TYPES", "SourceContext", "assembler_for", "normalizer_for"]
