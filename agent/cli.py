@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import zoneinfo
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,11 +104,26 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_normalize(args: argparse.Namespace) -> int:
-    from agent.normalize import SOURCE_TYPES, SourceContext, normalizer_for
+    from agent.normalize import ASSEMBLERS, NormalizeOptions, SourceContext, assembler_for
     from agent.pipeline import received_now
+    from agent.source_options import load_policy
 
-    if args.type not in SOURCE_TYPES:
-        raise LogsealError(f"--type {args.type!r}: choose one of {', '.join(SOURCE_TYPES)}")
+    if args.type not in ASSEMBLERS:
+        raise LogsealError(f"--type {args.type!r}: choose one of {', '.join(ASSEMBLERS)}")
+    if args.policy and args.type != "k8s_audit":
+        raise LogsealError("--policy applies to --type k8s_audit only")
+    secret = NormalizeOptions().redact_key
+    if args.redact_key:
+        try:
+            secret = Path(args.redact_key).read_bytes().strip()
+        except OSError as exc:
+            raise LogsealError(f"--redact-key {args.redact_key}: cannot read: {exc.strerror}") from None
+    try:
+        zoneinfo.ZoneInfo(args.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise LogsealError(f"--timezone {args.timezone!r}: not a known IANA time zone (e.g. Europe/Berlin)") from None
+    options = NormalizeOptions(k8s_policy=load_policy(Path(args.policy)) if args.policy else None,
+                               redact_key=secret, syslog_timezone=args.timezone)
     if args.file == "-":
         data, path = sys.stdin.buffer.read(), "-"
     else:
@@ -115,7 +131,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
             data, path = Path(args.file).read_bytes(), str(Path(args.file).resolve())
         except OSError as exc:
             raise LogsealError(f"{args.file}: cannot read: {exc.strerror}") from None
-    normalize = normalizer_for(args.type, SourceContext(host_name=args.host, path=path))
+    assembler = assembler_for(args.type, SourceContext(host_name=args.host, path=path), options)
     received = received_now()
     lines = data.split(b"\n")
     if lines and not lines[-1]:
@@ -123,8 +139,14 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     offset = 0
     out = sys.stdout.buffer
     for line in lines:
-        out.write(orjson.dumps(normalize(line, offset, received)) + b"\n")
+        for event in assembler.feed(line, offset, received):
+            out.write(orjson.dumps(event) + b"\n")
         offset += len(line) + 1
+    for event in assembler.flush(received, force=True):
+        out.write(orjson.dumps(event) + b"\n")
+    counters = assembler.counters()
+    if counters:
+        print("counters: " + " ".join(f"{k}={v}" for k, v in sorted(counters.items())), file=sys.stderr)
     return EXIT_OK
 
 
@@ -183,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_query)
 
     p = sub.add_parser("normalize", help="print the normalized events of a log file")
-    p.add_argument("--type", required=True, help="k8s_audit, auditd or syslog")
+    p.add_argument("--type", required=True, help="k8s_audit, auditd, syslog, journald or cri")
+    p.add_argument("--policy", help="k8s_audit: an audit.k8s.io/v1 Policy file to apply, as the agent does")
+    p.add_argument("--redact-key", help="file with the secret for redaction markers (default: a fixed demo key)")
+    p.add_argument("--timezone", default="UTC", help="syslog: zone of RFC 3164 timestamps (IANA name)")
     p.add_argument("--host", default="localhost", help="host.name to put on events")
     p.add_argument("file", help="log file, or - for stdin")
     p.set_defaults(func=_cmd_normalize)

@@ -10,13 +10,15 @@ import dataclasses
 import tomllib
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.errors import ConfigError
 
-SOURCE_TYPES = ("k8s_audit", "auditd", "syslog")
+SOURCE_TYPES = ("k8s_audit", "auditd", "syslog", "journald", "cri")
+DEFAULT_JOURNALCTL = ["journalctl", "--output=export", "--follow", "--all"]
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,18 @@ class TlsConfig:
 @dataclass(frozen=True)
 class SourceConfig:
     type: str
-    """One of k8s_audit, auditd, syslog."""
-    paths: list[str]
-    """Glob patterns of files to tail."""
+    """One of k8s_audit, auditd, syslog, journald, cri."""
+    paths: list[str] = field(default_factory=list)
+    """Glob patterns of files to tail (all types but journald)."""
+    command: list[str] = field(default_factory=list)
+    """journald only: the command whose output is read; default `journalctl --output=export --follow
+    --all`, with `--after-cursor=<cursor>` added when resuming."""
+    policy: Path | None = None
+    """k8s_audit only: an audit.k8s.io/v1 Policy file applied before sealing (kube-apiserver semantics)."""
+    redact_paths: list[str] = field(default_factory=list)
+    """k8s_audit only: extra dotted paths in the audit event to redact (`*` matches any key or index)."""
+    timezone: str = "UTC"
+    """syslog only: zone of RFC 3164 timestamps, which carry none (IANA name, e.g. "Europe/Berlin")."""
     name: str = ""
     """Stream id (the hash chain runs per node and stream); defaults to `type`. Unique per agent."""
     keep_original: bool | None = None
@@ -84,6 +95,9 @@ class AgentConfig:
     """Disk buffer for sealed batches and file positions."""
     aggregator: str
     """host:port of the aggregator."""
+    redact_key: Path | None = None
+    """File holding the secret of the keyed hash in redaction markers. Default: derived from the node
+    key, so markers correlate within a node; give all nodes one file to correlate across the fleet."""
     source: list[SourceConfig] = field(default_factory=list)
     batch: BatchConfig = field(default_factory=BatchConfig)
     ship: ShipConfig = field(default_factory=ShipConfig)
@@ -233,6 +247,8 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{where}: key: {config.key} does not exist; create it with "
                           f"`logseal keygen --node-id {config.node_id} --out {config.key.parent}`")
     _check_address(config.aggregator, f"{where}: aggregator")
+    if config.redact_key is not None and not config.redact_key.is_file():
+        raise ConfigError(f"{where}: redact_key: file {config.redact_key} does not exist")
     if not config.source:
         raise ConfigError(f"{where}: source: at least one [[source]] table is required")
     names: set[str] = set()
@@ -240,10 +256,27 @@ def load_agent_config(path: Path) -> AgentConfig:
         at = f"{where}: source[{i}]"
         if source.type not in SOURCE_TYPES:
             raise ConfigError(f"{at}.type: {source.type!r} is not one of {', '.join(SOURCE_TYPES)}")
-        if not source.paths:
+        if source.type == "journald":
+            if source.paths:
+                raise ConfigError(f"{at}.paths: a journald source reads `command`, not files; remove paths")
+        elif not source.paths:
             raise ConfigError(f"{at}.paths: give at least one glob")
+        elif source.command:
+            raise ConfigError(f"{at}.command: only a journald source runs a command; remove it")
         for j, pattern in enumerate(source.paths):
             _check_glob(pattern, f"{at}.paths[{j}]")
+        if source.policy is not None:
+            if source.type != "k8s_audit":
+                raise ConfigError(f"{at}.policy: only a k8s_audit source takes an audit policy")
+            if not source.policy.is_file():
+                raise ConfigError(f"{at}.policy: file {source.policy} does not exist")
+        if source.redact_paths and source.type != "k8s_audit":
+            raise ConfigError(f"{at}.redact_paths: only a k8s_audit source redacts paths")
+        try:
+            zoneinfo.ZoneInfo(source.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{at}.timezone: {source.timezone!r} is not a known IANA time zone "
+                              "(e.g. UTC, Europe/Berlin)") from None
         name = source.name or source.type
         if name in names:
             raise ConfigError(f"{at}.name: stream {name!r} is used twice; give each source a unique name")

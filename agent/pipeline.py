@@ -15,13 +15,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from agent.config import BatchConfig, SourceConfig, TailConfig, stream_name
+from agent.config import DEFAULT_JOURNALCTL, BatchConfig, SourceConfig, TailConfig, stream_name
 from agent.errors import SealError
-from agent.normalize import LineNormalizer, SourceContext, normalizer_for
+from agent.journal import JournalReader
+from agent.normalize import Assembler, NormalizeOptions, SourceContext, assembler_for
 from agent.normalize.common import Event, format_timestamp
 from agent.seal import ChainHead, EncodedBatch, Sealer
-from agent.spool import Spool
-from agent.tail import Chunk, Position, Tailer
+from agent.spool import HeldRecord, Spool
+from agent.tail import Position, Tailer
 from agent.wire import batch_to_bytes
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class PipelineStats:
 class _SealJob:
     encoded: EncodedBatch
     positions: dict[str, Position]
+    held: list[HeldRecord]
 
 
 class SealWorker:
@@ -59,9 +61,9 @@ class SealWorker:
         self._thread = threading.Thread(target=self._run, name="logseal-sealer", daemon=True)
         self._thread.start()
 
-    def submit(self, encoded: EncodedBatch, positions: dict[str, Position]) -> None:
+    def submit(self, encoded: EncodedBatch, positions: dict[str, Position], held: list[HeldRecord]) -> None:
         self.raise_failure()
-        self._jobs.put(_SealJob(encoded, positions))
+        self._jobs.put(_SealJob(encoded, positions, held))
 
     def raise_failure(self) -> None:
         if self._error is not None:
@@ -94,7 +96,7 @@ class SealWorker:
         stream = job.encoded.stream_id
         sealed = self.sealer.seal_encoded(self.heads[stream], job.encoded)
         data = batch_to_bytes(sealed)
-        self.spool.append(stream, sealed.header.seq, sealed.batch_hash, job.positions, data)
+        self.spool.append(stream, sealed.header.seq, sealed.batch_hash, job.positions, data, job.held)
         self.heads[stream] = ChainHead(sealed.header.seq, sealed.batch_hash)
         self.batch_bytes += len(data)
 
@@ -105,30 +107,61 @@ def received_now() -> str:
 
 class StreamPipeline:
     def __init__(self, source: SourceConfig, host_name: str, sealer: Sealer, spool: Spool,
-                 batch: BatchConfig, tail: TailConfig, heads: dict[str, ChainHead], worker: SealWorker) -> None:
+                 batch: BatchConfig, tail: TailConfig, heads: dict[str, ChainHead], worker: SealWorker,
+                 options: NormalizeOptions | None = None) -> None:
         self.name = stream_name(source)
         self.source = source
         self.host_name = host_name
         self.sealer = sealer
         self.worker = worker
         self.batch_config = batch
+        self.options = options or NormalizeOptions()
         state = spool.recover(self.name)
         heads[self.name] = state.head
         self.next_seq = state.head.seq + 1
-        self.tailer = Tailer(source.paths, state.positions, tail.read_chunk_bytes)
+        self.journal: JournalReader | None = None
+        self.tailer: Tailer | JournalReader
+        if source.type == "journald":
+            self.journal = JournalReader(source.command or DEFAULT_JOURNALCTL, state.positions, tail.read_chunk_bytes)
+            self.tailer = self.journal
+        else:
+            self.tailer = Tailer(source.paths, state.positions, tail.read_chunk_bytes)
         self.stats = PipelineStats()
-        self._normalizers: dict[str, tuple[str, LineNormalizer]] = {}
+        self._assemblers: dict[str, tuple[str, Assembler]] = {}
         self._events: list[Event] = []
         self._bytes = 0
         self._opened_at = 0.0
+        if self.journal is None:  # a journal resumes by its cursor: what was held is read again
+            self._restore(state.held, received_now())
 
-    def _normalizer(self, chunk: Chunk) -> LineNormalizer:
-        cached = self._normalizers.get(chunk.key)
-        if cached is None or cached[0] != chunk.path:
-            ctx = SourceContext(host_name=self.host_name, path=chunk.path, keep_original=self.source.keep_original)
-            cached = (chunk.path, normalizer_for(self.source.type, ctx))
-            self._normalizers[chunk.key] = cached
+    def _assembler(self, key: str, path: str) -> Assembler:
+        cached = self._assemblers.get(key)
+        if cached is None:
+            ctx = SourceContext(host_name=self.host_name, path=path, keep_original=self.source.keep_original)
+            cached = (path, assembler_for(self.source.type, ctx, self.options))
+            self._assemblers[key] = cached
         return cached[1]
+
+    def _restore(self, held: list[HeldRecord], received: str) -> None:
+        """Feed again the lines that were held when the newest spooled batch was written."""
+        for record in held:
+            self._events.extend(self._assembler(record.key, record.path).feed(
+                record.line.line, record.line.offset, record.line.received))
+        if held:
+            log.info("restored held lines stream=%s lines=%d", self.name, len(held))
+
+    def held(self) -> list[HeldRecord]:
+        if self.journal is not None:
+            return []
+        return [HeldRecord(key, path, line) for key, (path, assembler) in self._assemblers.items()
+                for line in assembler.held()]
+
+    def counters(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for _, assembler in self._assemblers.values():
+            for name, value in assembler.counters().items():
+                total[name] = total.get(name, 0) + value
+        return total
 
     def scan(self) -> None:
         self.tailer.scan()
@@ -141,28 +174,53 @@ class StreamPipeline:
         for chunk in self.tailer.read():
             if not self._events:
                 self._opened_at = now
-            normalize = self._normalizer(chunk)
+            if self.journal is not None and chunk.key not in self._assemblers:
+                self._assemblers.clear()  # journalctl restarted: a cut-off entry is read again after the cursor
+            feed = self._assembler(chunk.key, chunk.path).feed
             events = self._events
             offset = chunk.offset
             size = self._bytes
             for data in chunk.lines:
-                events.append(normalize(data, offset, received))
+                produced = feed(data, offset, received)
                 offset += len(data) + 1
                 size += len(data)
-                if len(events) >= max_events or size >= max_bytes:
-                    self._bytes = size
-                    # Mid-chunk: this file is consumed only up to the end of the line just batched.
-                    self.seal(Position(chunk.path, chunk.dev, chunk.ino, offset))
-                    events = self._events
-                    size = 0
-                    self._opened_at = now
+                if produced:
+                    events.extend(produced)
+                    if self.journal is not None:
+                        self._note_cursor(produced)
+                    if len(events) >= max_events or size >= max_bytes:
+                        self._bytes = size
+                        # Mid-chunk: this file is consumed only up to the end of the line just fed.
+                        self.seal(None if self.journal else Position(chunk.path, chunk.dev, chunk.ino, offset))
+                        events = self._events
+                        size = 0
+                        self._opened_at = now
             self._bytes = size
-            if chunk.continues:
+            if chunk.continues and events:
                 events[-1].setdefault("logseal", {})["line_continues"] = True
             count += len(chunk.lines)
             self.stats.line_bytes += offset - chunk.offset
         self.stats.lines += count
         return count
+
+    def flush_due(self, received: str, now: float, force: bool = False) -> None:
+        """Take events the assemblers held long enough (all of them when `force`)."""
+        for _, assembler in self._assemblers.values():
+            produced = assembler.flush(received, force)
+            if produced:
+                if not self._events:
+                    self._opened_at = now
+                self._events.extend(produced)
+                if self.journal is not None:
+                    self._note_cursor(produced)
+
+    def _note_cursor(self, produced: list[Event]) -> None:
+        assert self.journal is not None
+        for event in reversed(produced):
+            cursor = (event.get("journald") or {}).get("cursor")
+            if isinstance(cursor, str) and cursor:
+                self.journal.cursor = cursor
+                return
 
     def linger_deadline(self) -> float | None:
         if not self._events:
@@ -177,7 +235,8 @@ class StreamPipeline:
         return False
 
     def seal(self, within: Position | None = None) -> None:
-        """Encode the open batch and hand it, with the positions it covers, to the seal worker.
+        """Encode the open batch and hand it to the seal worker with what resuming needs: the positions
+        it covers and the lines the assemblers hold.
 
         `within` is the position of the file being read when the batch ends inside a chunk.
         """
@@ -187,7 +246,7 @@ class StreamPipeline:
         positions = self.tailer.positions()
         if within is not None:
             positions[within.key] = within
-        self.worker.submit(encoded, positions)
+        self.worker.submit(encoded, positions, self.held())
         self.next_seq += 1
         self.stats.batches += 1
         self.stats.events_sealed += encoded.event_count

@@ -16,6 +16,7 @@ from agent.keys import load_private_key
 from agent.pipeline import SealWorker, StreamPipeline, monotonic, received_now
 from agent.seal import ChainHead, Sealer
 from agent.ship import Shipper
+from agent.source_options import normalize_options, redaction_secret
 from agent.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,15 @@ _RESCAN_INTERVAL_S = 1.0
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.sealer = Sealer(config.node_id, load_private_key(config.key), config.batch.zstd_level)
+        node_key = load_private_key(config.key)
+        self.sealer = Sealer(config.node_id, node_key, config.batch.zstd_level)
+        secret = redaction_secret(config, node_key)
         self.spool = Spool(config.spool_dir)
         heads: dict[str, ChainHead] = {}
         self.seal_worker = SealWorker(self.sealer, self.spool, heads)
         self.streams = [
             StreamPipeline(source, config.node_id, self.sealer, self.spool, config.batch, config.tail, heads,
-                           self.seal_worker)
+                           self.seal_worker, normalize_options(source, secret))
             for source in config.source
         ]
         self.shipper = Shipper(config.aggregator, self.spool, config.ship, config.tls)
@@ -60,6 +63,7 @@ class Agent:
                 worked += stream.pump(received, now)
             now = monotonic()
             for stream in self.streams:
+                stream.flush_due(received, now)
                 stream.seal_due(now)
             if not worked:
                 deadlines = [d for d in (s.linger_deadline() for s in self.streams) if d is not None]
@@ -68,9 +72,16 @@ class Agent:
         return self._shutdown()
 
     def _shutdown(self) -> int:
+        received = received_now()
         for stream in self.streams:
+            # Held lines are kept with the last batch and fed again at next start; only what is
+            # due by the assembler's own rule is released now.
+            stream.flush_due(received, monotonic())
             stream.seal()
             stream.close()
+            if stream.counters():
+                log.info("stream counters stream=%s %s", stream.name,
+                         " ".join(f"{k}={v}" for k, v in sorted(stream.counters().items())))
         self.seal_worker.drain()
         self.seal_worker.close()
         grace = self.config.ship.shutdown_grace_ms / 1000

@@ -14,6 +14,7 @@ Design constraints:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
@@ -22,10 +23,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from agent.errors import SpoolCorrupt
+from agent.normalize.assemble import HeldLine
 from agent.seal import GENESIS, ChainHead
 from agent.tail import Position
 
@@ -42,32 +45,57 @@ BatchKey = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """A line an assembler held (not yet in any event) when a batch was spooled, and its file."""
+
+    key: str
+    path: str
+    line: HeldLine
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
-    """What a stream resumes from: its chain head and the file positions already covered."""
+    """What a stream resumes from: its chain head, the file positions already covered, and the
+    lines read but held back by an assembler (to be fed again)."""
 
     head: ChainHead = GENESIS
     positions: dict[str, Position] = field(default_factory=dict)
+    held: list[HeldRecord] = field(default_factory=list)
 
 
 def _positions_to_json(positions: dict[str, Position]) -> list[dict[str, object]]:
-    return [{"path": p.path, "dev": p.dev, "ino": p.ino, "offset": p.offset} for p in positions.values()]
+    return [{"path": p.path, "dev": p.dev, "ino": p.ino, "offset": p.offset, "cursor": p.cursor}
+            for p in positions.values()]
 
 
 def _positions_from_json(items: list[dict[str, object]]) -> dict[str, Position]:
     out: dict[str, Position] = {}
     for item in items:
-        p = Position(str(item["path"]), int(str(item["dev"])), int(str(item["ino"])), int(str(item["offset"])))
+        p = Position(str(item["path"]), int(str(item["dev"])), int(str(item["ino"])), int(str(item["offset"])),
+                     str(item.get("cursor", "")))
         out[p.key] = p
     return out
 
 
-def encode_record(seq: int, batch_hash: bytes, positions: dict[str, Position], batch: bytes) -> bytes:
-    meta = orjson.dumps({"seq": seq, "batch_hash": batch_hash.hex(), "positions": _positions_to_json(positions)})
+def _held_to_json(held: list[HeldRecord]) -> list[dict[str, object]]:
+    return [{"key": h.key, "path": h.path, "offset": h.line.offset, "received": h.line.received,
+             "line": base64.b64encode(h.line.line).decode("ascii")} for h in held]
+
+
+def _held_from_json(items: list[dict[str, Any]]) -> list[HeldRecord]:
+    return [HeldRecord(str(i["key"]), str(i["path"]),
+                       HeldLine(base64.b64decode(i["line"]), int(i["offset"]), str(i["received"]))) for i in items]
+
+
+def encode_record(seq: int, batch_hash: bytes, positions: dict[str, Position], batch: bytes,
+                  held: list[HeldRecord] | None = None) -> bytes:
+    meta = orjson.dumps({"seq": seq, "batch_hash": batch_hash.hex(), "positions": _positions_to_json(positions),
+                         "held": _held_to_json(held or [])})
     body = _RECORD_HEAD.pack(_MAGIC, SPOOL_FORMAT_VERSION, len(meta), len(batch)) + meta + batch
     return body + hashlib.sha256(body).digest()
 
 
-def decode_record(data: bytes) -> tuple[ChainHead, dict[str, Position], bytes]:
+def decode_record(data: bytes) -> tuple[StreamState, bytes]:
     if len(data) < _RECORD_HEAD.size + 32:
         raise SpoolCorrupt(f"record of {len(data)} bytes is shorter than its header")
     magic, version, meta_len, batch_len = _RECORD_HEAD.unpack_from(data)
@@ -83,7 +111,7 @@ def decode_record(data: bytes) -> tuple[ChainHead, dict[str, Position], bytes]:
     meta = orjson.loads(data[_RECORD_HEAD.size:_RECORD_HEAD.size + meta_len])
     batch = data[_RECORD_HEAD.size + meta_len:end]
     head = ChainHead(int(meta["seq"]), bytes.fromhex(meta["batch_hash"]))
-    return head, _positions_from_json(meta["positions"]), batch
+    return StreamState(head, _positions_from_json(meta["positions"]), _held_from_json(meta.get("held", []))), batch
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -111,8 +139,7 @@ def _fsync_dir(directory: Path) -> None:
 @dataclass(slots=True)
 class _Entry:
     path: Path
-    head: ChainHead
-    positions: dict[str, Position]
+    state: StreamState
     data: bytes | None
 
 
@@ -139,24 +166,22 @@ class Spool:
         checkpoint = stream_dir / _CHECKPOINT
         if checkpoint.exists():
             try:
-                head, positions, _ = decode_record(checkpoint.read_bytes())
+                state, _ = decode_record(checkpoint.read_bytes())
             except SpoolCorrupt as exc:
                 self._quarantine(checkpoint, str(exc))
-            else:
-                state = StreamState(head, positions)
         self._acked_heads[stream] = state.head.seq
         for path in sorted(stream_dir.glob("*.batch")):
             try:
-                head, positions, batch = decode_record(path.read_bytes())
+                record, _ = decode_record(path.read_bytes())
             except (SpoolCorrupt, OSError) as exc:
                 self._quarantine(path, str(exc))
                 continue
-            if head.seq <= self._acked_heads[stream]:
+            if record.head.seq <= self._acked_heads[stream]:
                 path.unlink()  # acked before the crash; its checkpoint is already on disk
                 continue
-            state = StreamState(head, positions)
+            state = record
             with self._lock:
-                self._pending[(stream, head.seq)] = _Entry(path, head, positions, None)
+                self._pending[(stream, record.head.seq)] = _Entry(path, record, None)
         return state
 
     def _quarantine(self, path: Path, reason: str) -> None:
@@ -169,14 +194,14 @@ class Spool:
 
     # -- pipeline side --------------------------------------------------------------------------
     def append(self, stream: str, seq: int, batch_hash: bytes, positions: dict[str, Position],
-               batch: bytes) -> None:
+               batch: bytes, held: list[HeldRecord] | None = None) -> None:
         """Durably spool one sealed batch with the positions it covers; returns after fsync."""
         path = self.directory / stream / f"{seq:016d}.batch"
-        _write_atomic(path, encode_record(seq, batch_hash, positions, batch))
+        _write_atomic(path, encode_record(seq, batch_hash, positions, batch, held))
         with self._lock:
             keep = self._cached_bytes + len(batch) <= _CACHE_LIMIT_BYTES
-            self._pending[(stream, seq)] = _Entry(path, ChainHead(seq, batch_hash), positions,
-                                                 batch if keep else None)
+            state = StreamState(ChainHead(seq, batch_hash), positions, held or [])
+            self._pending[(stream, seq)] = _Entry(path, state, batch if keep else None)
             if keep:
                 self._cached_bytes += len(batch)
             for listener in self._listeners:
@@ -210,7 +235,7 @@ class Spool:
                 return entry.data
             path = entry.path
         try:
-            return decode_record(path.read_bytes())[2]
+            return decode_record(path.read_bytes())[1]
         except FileNotFoundError:
             return None
 
@@ -222,7 +247,8 @@ class Spool:
         if entry is None:
             return False
         if seq > self._acked_heads.get(stream, 0):
-            checkpoint = encode_record(seq, entry.head.batch_hash, entry.positions, b"")
+            state = entry.state
+            checkpoint = encode_record(seq, state.head.batch_hash, state.positions, b"", state.held)
             _write_atomic(self.directory / stream / _CHECKPOINT, checkpoint)
             self._acked_heads[stream] = seq
         entry.path.unlink(missing_ok=True)

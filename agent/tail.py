@@ -28,6 +28,8 @@ class Position:
     dev: int
     ino: int
     offset: int
+    # For a journald stream: the cursor of the last entry covered (files leave it empty).
+    cursor: str = ""
 
     @property
     def key(self) -> str:

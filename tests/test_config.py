@@ -43,7 +43,7 @@ def run_agent_config(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[in
         ("", '[[source]]\ntype = "syslog"\npaths = [""]\n', "source[0].paths[0]: empty glob"),
         ("", '[[source]]\ntype = "syslog"\npaths = ["/var/log/"]\n', "names a directory"),
         ("", "", "source: at least one [[source]] table is required"),
-        ("", '[[source]]\ntype = "syslog"\n', "source[0].paths: is required"),
+        ("", '[[source]]\ntype = "syslog"\n', "source[0].paths: give at least one glob"),
         ("[tls]\nca = \"/nonexistent/ca.pem\"", None, "tls.cert: is required when [tls] is present"),
         ("[tls]\nca = \"/nonexistent/ca.pem\"\ncert = \"/x\"\nkey = \"/y\"", None,
          "tls.ca: file /nonexistent/ca.pem does not exist"),

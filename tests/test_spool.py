@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.errors import SpoolCorrupt
+from agent.normalize.assemble import HeldLine
 from agent.seal import GENESIS, ChainHead
-from agent.spool import Spool, decode_record, encode_record
+from agent.spool import HeldRecord, Spool, decode_record, encode_record
 from agent.tail import Position
 
 
@@ -18,10 +19,12 @@ def pos(offset: int) -> dict[str, Position]:
 
 
 def test_record_round_trips_and_detects_any_changed_byte() -> None:
-    record = encode_record(7, b"\x01" * 32, pos(1234), b"batch-bytes")
-    head, positions, batch = decode_record(record)
-    assert head == ChainHead(7, b"\x01" * 32)
-    assert positions == pos(1234)
+    held = [HeldRecord("2049:77", "/var/log/audit/audit.log", HeldLine(b"type=SYSCALL \xff", 99, "r"))]
+    record = encode_record(7, b"\x01" * 32, pos(1234), b"batch-bytes", held)
+    state, batch = decode_record(record)
+    assert state.head == ChainHead(7, b"\x01" * 32)
+    assert state.positions == pos(1234)
+    assert state.held == held
     assert batch == b"batch-bytes"
     for i in range(len(record)):
         damaged = bytearray(record)
