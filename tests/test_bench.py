@@ -19,6 +19,9 @@ def test_bench_reports_every_figure_as_json() -> None:
     assert set(figures) >= FIGURES
     assert figures["events"] == 3000
     assert all(figures[name] > 0 for name in FIGURES)
+    per_family = figures["normalize_events_per_s"]
+    assert {"k8s_audit", "auditd", "syslog"} <= set(per_family)
+    assert all(rate > 0 for rate in per_family.values())
 
 
 def test_generated_events_are_realistic_audit_events() -> None:
