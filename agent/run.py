@@ -18,6 +18,7 @@ from agent.seal import ChainHead, Sealer
 from agent.ship import Shipper
 from agent.source_options import normalize_options, redaction_secret
 from agent.spool import Spool
+from agent.watch import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,26 @@ class Agent:
         ]
         self.shipper = Shipper(config.aggregator, self.spool, config.ship, config.tls)
         self.stopping = threading.Event()
+        # Set by file-change notifications and by stop requests; the loop sleeps on it when idle.
+        self.wake = threading.Event()
+        self.watcher = ChangeWatcher([p for source in config.source for p in source.paths], self.wake)
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self.stopping.set()
+        self.wake.set()
 
     def run(self) -> int:
         log.info("agent starting node_id=%s aggregator=%s streams=%s pending_batches=%d",
                  self.config.node_id, self.config.aggregator, ",".join(s.name for s in self.streams),
                  self.spool.pending_count())
         self.shipper.start()
+        self.watcher.start()
         poll_s = self.config.tail.poll_interval_ms / 1000
         next_scan = 0.0
         while not self.stopping.is_set():
             now = monotonic()
-            if now >= next_scan:
+            if now >= next_scan or self.watcher.rescan.is_set():
+                self.watcher.rescan.clear()
                 for stream in self.streams:
                     stream.scan()
                 next_scan = now + _RESCAN_INTERVAL_S
@@ -68,10 +75,12 @@ class Agent:
             if not worked:
                 deadlines = [d for d in (s.linger_deadline() for s in self.streams) if d is not None]
                 wait = min([poll_s, *[max(0.0, d - now) for d in deadlines]])
-                self.stopping.wait(wait)
+                self.wake.wait(wait)
+                self.wake.clear()
         return self._shutdown()
 
     def _shutdown(self) -> int:
+        self.watcher.stop()
         received = received_now()
         for stream in self.streams:
             # Held lines are kept with the last batch and fed again at next start; only what is
