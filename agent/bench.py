@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import tempfile
 import time
@@ -215,7 +216,15 @@ def _family_corpus(source_type: str, lines: int) -> list[bytes]:
         return []
     data = sample.read_bytes()
     base = data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n")
-    return (base * (lines // max(1, len(base)) + 1))[:lines] if base else []
+    if not base:
+        return []
+    copies = lines // len(base) + 1
+    if source_type == "auditd":
+        # Each copy gets its own event serials, or the copies would merge into one event per serial.
+        serial = re.compile(rb"(msg=audit\(\d+\.\d+:)(\d+)\)")
+        return [serial.sub(lambda m, n=n: m.group(1) + str(int(m.group(2)) + n * 1_000_000).encode() + b")", line)
+                for n in range(copies) for line in base][:lines]
+    return (base * copies)[:lines]
 
 
 def normalize_throughput(lines: int = 50_000) -> dict[str, int]:
