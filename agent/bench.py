@@ -222,8 +222,14 @@ def _family_corpus(source_type: str, lines: int) -> list[bytes]:
     if source_type == "auditd":
         # Each copy gets its own event serials, or the copies would merge into one event per serial.
         serial = re.compile(rb"(msg=audit\(\d+\.\d+:)(\d+)\)")
-        return [serial.sub(lambda m, n=n: m.group(1) + str(int(m.group(2)) + n * 1_000_000).encode() + b")", line)
-                for n in range(copies) for line in base][:lines]
+
+        def shifted(line: bytes, copy: int) -> bytes:
+            def renumber(m: re.Match[bytes]) -> bytes:
+                return m.group(1) + str(int(m.group(2)) + copy * 1_000_000).encode() + b")"
+
+            return serial.sub(renumber, line)
+
+        return [shifted(line, n) for n in range(copies) for line in base][:lines]
     return (base * copies)[:lines]
 
 
