@@ -19,13 +19,23 @@ from pathlib import Path
 from agent.aggregator.verify import verify_store
 from agent.bench import generate_audit_events
 from agent.localrun import Workspace, wait_for
+from agent.normalize import SourceContext, assembler_for
 
 NODE_ID = "demo-node"
 _TIMEOUT_S = 90
 
 
-def _count_lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n")
+def _expected_events(files: dict[str, Path], types: dict[str, str]) -> int:
+    """How many events the agent will make of these files: the same assemblers, run here to the end."""
+    total = 0
+    for name, path in files.items():
+        assembler = assembler_for(types[name], SourceContext(host_name=NODE_ID, path=str(path)))
+        offset = 0
+        for line in path.read_bytes().split(b"\n")[:-1]:
+            total += len(assembler.feed(line, offset, "2026-01-01T00:00:00.000000Z"))
+            offset += len(line) + 1
+        total += len(assembler.flush("2026-01-01T00:00:00.000000Z", force=True))
+    return total
 
 
 def _live_lines(now: dt.datetime) -> dict[str, list[bytes]]:
@@ -72,8 +82,8 @@ def run_demo(workdir: Path | None = None, keep: bool = True) -> int:
     _say(f"node key       {ws.keys / (NODE_ID + '.key')} (0600), enrolled in {ws.trusted}")
     aggregator = ws.start_aggregator()
     _say(f"aggregator     pid {aggregator.pid}, gRPC on 127.0.0.1:{ws.port}, store {ws.store}")
-    config = ws.agent_config(NODE_ID, [("k8s_audit", str(files["k8s"])), ("auditd", str(files["auditd"])),
-                                       ("syslog", str(files["auth"]))],
+    types = {"k8s": "k8s_audit", "auditd": "auditd", "auth": "syslog"}
+    config = ws.agent_config(NODE_ID, [(types[name], str(path)) for name, path in files.items()],
                              extra="[batch]\nmax_events = 25\nlinger_ms = 100\n")
     agent = ws.start_agent(config)
     _say(f"agent          pid {agent.pid}, tailing {len(files)} files")
@@ -81,16 +91,18 @@ def run_demo(workdir: Path | None = None, keep: bool = True) -> int:
     started = time.monotonic()
     ok = False
     try:
-        expected = sum(_count_lines(p) for p in files.values())
-        _say(f"sample lines   {expected} (Kubernetes audit, auditd, auth.log; see agent/samples/NOTICE.md)")
-        wait_for(lambda: ws.stored_events() >= expected, _TIMEOUT_S, "the sample lines to be stored")
+        lines = sum(p.read_bytes().count(b"\n") for p in files.values())
+        expected = _expected_events(files, types)
+        _say(f"sample lines   {lines} (Kubernetes audit, auditd, auth.log; see agent/samples/NOTICE.md), "
+             f"{expected} events (auditd records are grouped into events)")
+        wait_for(lambda: ws.stored_events() >= expected, _TIMEOUT_S, "the sample events to be stored")
         _say(f"stored         {ws.stored_events()}/{expected} in {time.monotonic() - started:.1f}s")
         live = _live_lines(dt.datetime.now(dt.UTC))
-        for name, lines in live.items():
-            _append(files[name], lines)
-            expected += len(lines)
+        for name, new_lines in live.items():
+            _append(files[name], new_lines)
+        expected = _expected_events(files, types)
         _say(f"appended live  {sum(map(len, live.values()))} lines, one cut-off JSON and one not UTF-8")
-        wait_for(lambda: ws.stored_events() >= expected, _TIMEOUT_S, "the live lines to be stored")
+        wait_for(lambda: ws.stored_events() >= expected, _TIMEOUT_S, "the live events to be stored")
         stored = ws.stored_events()
         _say(f"stored         {stored}/{expected} in {time.monotonic() - started:.1f}s")
         ok = stored == expected

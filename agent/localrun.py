@@ -129,13 +129,13 @@ class Workspace:
         return int(self.port_file.read_text())
 
     def agent_config(self, node_id: str, sources: list[tuple[str, str]], extra: str = "",
-                     port: int | None = None) -> Path:
-        """Write `<node_id>.toml`; `sources` are (type, glob) pairs."""
+                     port: int | None = None, source_extra: str = "") -> Path:
+        """Write `<node_id>.toml`; `sources` are (type, glob) pairs, each given `source_extra` lines."""
         lines = [f'node_id = "{node_id}"', f'key = "{self.keys / (node_id + ".key")}"',
                  f'spool_dir = "{self.root / "spool" / node_id}"',
                  f'aggregator = "127.0.0.1:{port if port is not None else self.port}"']
         for source_type, pattern in sources:
-            lines += ["[[source]]", f'type = "{source_type}"', f'paths = ["{pattern}"]']
+            lines += ["[[source]]", f'type = "{source_type}"', f'paths = ["{pattern}"]', source_extra]
         config = self.root / f"{node_id}.toml"
         config.write_text("\n".join(lines) + "\n" + extra)
         return config

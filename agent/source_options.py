@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -13,11 +11,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from agent.config import AgentConfig, SourceConfig
 from agent.errors import ConfigError
 from agent.normalize import NormalizeOptions
+from agent.normalize.k8s_policy import AuditPolicy, parse_policy
 
 
-def load_policy(path: Path) -> Any:
+def load_policy(path: Path) -> AuditPolicy:
     """Parse a Kubernetes audit Policy file; any problem is a ConfigError naming the file."""
-    parse_policy = importlib.import_module("agent.normalize.k8s_policy").parse_policy
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -30,9 +30,11 @@ def k8s_line(i: int) -> bytes:
                          "stageTimestamp": "2026-11-26T10:00:00.000001Z"})
 
 
-def auditd_line(i: int) -> bytes:
-    return (f"type=SYSCALL msg=audit(1764151200.{i % 1000:03d}:{i}): arch=c000003e syscall=59 success=yes "
-            f"exit=0 pid={1000 + i} uid=0 comm=\"ls\" exe=\"/usr/bin/ls\" key=\"exec\"").encode()
+def auditd_event(i: int) -> list[bytes]:
+    """One auditd event of two records (SYSCALL, EOE) with serial i."""
+    stamp = f"msg=audit(1764151200.{i % 1000:03d}:{i + 1}):"
+    return [(f"type=SYSCALL {stamp} arch=c000003e syscall=59 success=yes exit=0 pid={1000 + i} uid=0 "
+             f"comm=\"ls\" exe=\"/usr/bin/ls\" key=\"exec\"").encode(), f"type=EOE {stamp} ".encode()]
 
 
 def syslog_line(i: int) -> bytes:
@@ -46,22 +48,30 @@ def stored_events(store: Path) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in result.stdout.splitlines()]
 
 
-def assert_exactly_once(store: Path, files: dict[Path, int]) -> None:
-    """Each line of each file is in the store once: keyed by (file, byte offset), with its text."""
+def stored_lines(event: dict[str, object]) -> list[bytes]:
+    """The raw lines an event was made of (all families keep them; see the README)."""
+    exact = (event.get("logseal") or {}).get("original_base64")  # type: ignore[union-attr]
+    original = base64.b64decode(exact) if exact else event["event"]["original"].encode()  # type: ignore[index]
+    return original.split(b"\n")
+
+
+def assert_exactly_once(store: Path, files: list[Path]) -> None:
+    """Each line of each file is in the store exactly once, in order per file, and nothing else is."""
     events = stored_events(store)
-    keys = Counter((e["log"]["file"]["path"], e["log"]["offset"]) for e in events)  # type: ignore[index]
-    doubled = [k for k, n in keys.items() if n > 1]
-    assert not doubled, f"stored more than once: {doubled[:5]}"
-    expected = set()
-    for path, _ in files.items():
-        offset = 0
-        for line in path.read_bytes().split(b"\n")[:-1]:
-            expected.add((str(path), offset))
-            offset += len(line) + 1
-    missing = expected - set(keys)
-    assert not missing, f"{len(missing)} lines never stored, e.g. {sorted(missing)[:3]}"
-    assert set(keys) == expected
-    assert len(events) == sum(files.values())
+    assert not [e for e in events if e["event"]["action"] == "audit-lost"]  # type: ignore[index]
+    by_file: dict[str, list[tuple[int, bytes]]] = {}
+    for e in events:
+        path, offset = e["log"]["file"]["path"], e["log"]["offset"]  # type: ignore[index]
+        by_file.setdefault(path, []).extend((offset, line) for line in stored_lines(e))
+    assert set(by_file) == {str(p) for p in files}
+    for path in files:
+        written = path.read_bytes().split(b"\n")[:-1]
+        stored = [line for _, line in sorted(by_file[str(path)], key=lambda item: item[0])]
+        doubled = [line for line, n in Counter(stored).items() if n > 1]
+        assert not doubled, f"{path.name}: stored more than once: {doubled[:3]}"
+        missing = Counter(written) - Counter(stored)
+        assert not missing, f"{path.name}: {sum(missing.values())} lines never stored, e.g. {list(missing)[:2]}"
+        assert stored == written, f"{path.name}: stored out of order"
 
 
 def verify_ok(store: Path) -> None:
@@ -73,26 +83,32 @@ def verify_ok(store: Path) -> None:
 def test_every_appended_line_of_every_family_is_stored_exactly_once(workspace: Workspace) -> None:
     logs = workspace.root / "logs"
     logs.mkdir()
-    files = {logs / "apiserver-a.audit": k8s_line, logs / "apiserver-b.audit": k8s_line,
-             logs / "audit.log": auditd_line, logs / "auth.log": syslog_line}
+    makers = {logs / "apiserver-a.audit": lambda i: [k8s_line(i)], logs / "apiserver-b.audit": lambda i: [k8s_line(i)],
+              logs / "audit.log": auditd_event, logs / "auth.log": lambda i: [syslog_line(i)]}
     workspace.enrol("node-1")
     aggregator = workspace.start_aggregator()
     config = workspace.agent_config("node-1", [("k8s_audit", str(logs / "*.audit")),
                                                ("auditd", str(logs / "audit.log")),
                                                ("syslog", str(logs / "auth.log"))],
-                                    extra="[batch]\nmax_events = 50\nlinger_ms = 20\n")
-    for path, make in files.items():
-        append(path, [make(i) for i in range(100)])  # present before the agent starts: read from the start
+                                    extra="[batch]\nmax_events = 50\nlinger_ms = 20\n",
+                                    source_extra="keep_original = true")
+    written = 0  # events; each maker call is one event (auditd: two records)
+
+    def add(count: int) -> None:
+        nonlocal written
+        for path, make in makers.items():
+            append(path, [line for i in range(written // 4, written // 4 + count) for line in make(i)])
+        written += 4 * count
+
+    add(100)  # present before the agent starts: read from the start
     agent = workspace.start_agent(config)
-    total = 400
-    for round_ in range(1, 4):
-        for path, make in files.items():
-            append(path, [make(round_ * 1000 + i) for i in range(37)])
-            total += 37
-        wait_for(lambda want=total: workspace.stored_events() >= want, 60, f"{total} events stored")
+    for _ in range(3):
+        add(37)
+        wait_for(lambda want=written: workspace.stored_events() >= want, 60, f"{written} events stored")
     assert agent.stop() == 0, agent.log_text()
     assert aggregator.stop() == 0
-    assert_exactly_once(workspace.store, {p: 100 + 3 * 37 for p in files})
+    assert workspace.stored_events() == written
+    assert_exactly_once(workspace.store, list(makers))
     verify_ok(workspace.store)
 
 
@@ -103,7 +119,8 @@ def test_agent_stopped_mid_stream_resumes_without_loss_or_duplicates(workspace: 
     workspace.enrol("node-1")
     aggregator = workspace.start_aggregator()
     config = workspace.agent_config("node-1", [("k8s_audit", str(log))],
-                                    extra="[batch]\nmax_events = 200\nlinger_ms = 50\n")
+                                    extra="[batch]\nmax_events = 200\nlinger_ms = 50\n",
+                                    source_extra="keep_original = true")
     first = 20_000
     append(log, [k8s_line(i) for i in range(first)])
     agent = workspace.start_agent(config)
@@ -117,7 +134,7 @@ def test_agent_stopped_mid_stream_resumes_without_loss_or_duplicates(workspace: 
     wait_for(lambda: workspace.stored_events() >= first + 500, 90, "every line to be stored after restart")
     assert again.stop() == 0, again.log_text()
     assert aggregator.stop() == 0
-    assert_exactly_once(workspace.store, {log: first + 500})
+    assert_exactly_once(workspace.store, [log])
     verify_ok(workspace.store)
 
 
@@ -138,7 +155,7 @@ def test_aggregator_restart_mid_stream_loses_and_doubles_nothing(workspace: Work
     wait_for(lambda: workspace.stored_events() >= 6000, 90, "every line to be stored after the restart")
     assert agent.stop() == 0
     assert restarted.stop() == 0
-    assert_exactly_once(workspace.store, {log: 6000})
+    assert_exactly_once(workspace.store, [log])
     verify_ok(workspace.store)
 
 
@@ -161,7 +178,7 @@ def test_lines_that_are_not_utf8_come_back_byte_exact(workspace: Workspace) -> N
 
 def test_batches_signed_by_an_unenrolled_key_are_rejected_and_kept_until_enrolled(workspace: Workspace) -> None:
     log = workspace.root / "audit.log"
-    append(log, [auditd_line(i) for i in range(10)])
+    append(log, [line for i in range(10) for line in auditd_event(i)])
     workspace.enrol("node-1")
     (workspace.trusted / "node-1.pub").unlink()  # the aggregator does not know this node yet
     aggregator = workspace.start_aggregator()
@@ -177,6 +194,6 @@ def test_batches_signed_by_an_unenrolled_key_are_rejected_and_kept_until_enrolle
     wait_for(lambda: workspace.stored_events() >= 10, 60, "the spooled batches to be stored once enrolled")
     agent.stop()
     restarted.stop()
-    assert_exactly_once(workspace.store, {log: 10})
+    assert_exactly_once(workspace.store, [log])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.normalize import auditd, k8s_audit, syslog
+from agent.normalize import auditd, cri, journald, k8s_audit, syslog
 from agent.normalize.assemble import Assembler, HeldLine, LineNormalizer, NormalizeOptions, PerLine
 from agent.normalize.common import Event, SourceContext
 
@@ -22,15 +22,13 @@ SOURCE_TYPES: dict[str, Callable[[SourceContext], LineNormalizer]] = {
 
 AssemblerFactory = Callable[[SourceContext, NormalizeOptions], Assembler]
 
-
-def _per_line(source_type: str) -> AssemblerFactory:
-    def make(ctx: SourceContext, options: NormalizeOptions) -> Assembler:
-        return PerLine(SOURCE_TYPES[source_type](ctx))
-
-    return make
-
-
-ASSEMBLERS: dict[str, AssemblerFactory] = {name: _per_line(name) for name in SOURCE_TYPES}
+ASSEMBLERS: dict[str, AssemblerFactory] = {
+    "k8s_audit": k8s_audit.make_assembler,
+    "auditd": auditd.make_assembler,
+    "syslog": syslog.make_assembler,
+    "journald": journald.make_assembler,
+    "cri": cri.make_assembler,
+}
 
 
 def normalizer_for(source_type: str, ctx: SourceContext) -> LineNormalizer:

@@ -67,6 +67,12 @@ def assert_valid_event(event: dict[str, Any], line: bytes, offset: int, *, host:
     assert event["log"]["file"]["path"] == path
     assert event["log"]["offset"] == offset
     assert "id" not in event["event"], "event.id belongs to the batcher"
+    if "event.original" in ((event.get("logseal") or {}).get("redacted") or []):
+        # An unparsable k8s audit line that may hold a credential: withheld on purpose, hash kept.
+        assert str(event["event"]["original"]).startswith("[REDACTED hmac-sha256:")
+        assert "error" in event
+        orjson.dumps(event)
+        return
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:

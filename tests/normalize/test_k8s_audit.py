@@ -1,4 +1,8 @@
-"""Specification of the Kubernetes audit normalizer, on Falco's audit trace files and Panther's events."""
+"""Specification of the Kubernetes audit normalizer, on Falco's audit trace files and Panther's events.
+
+Policy and redaction have their own specifications (test_k8s_policy.py, test_k8s_redact.py); here
+is how the normalizer applies them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,14 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.normalize import normalizer_for
+from agent.normalize.assemble import NormalizeOptions
 from agent.normalize.common import SourceContext
+from agent.normalize.k8s_audit import make_assembler
+from agent.normalize.k8s_policy import parse_policy
 
 from .helpers import DATA, RECEIVED, SAMPLES, assert_valid_event, field, lines_of
 
@@ -309,3 +318,198 @@ def test_offset_and_file_come_from_the_caller() -> None:
     event = checked(falco_line("create_secret.json"), offset=123456)
     assert event["log"] == {"file": {"path": PATH}, "offset": 123456}
     assert event["host"] == {"name": HOST}
+
+
+# ---- outcome from the authorization decision -----------------------------------------------
+
+
+def test_forbid_decision_makes_outcome_failure() -> None:
+    audit = orjson.loads(falco_line("create_secret.json"))
+    audit["annotations"]["authorization.k8s.io/decision"] = "forbid"
+    audit["responseStatus"] = None  # e.g. a ResponseStarted record without a code yet
+    assert checked(orjson.dumps(audit))["event"]["outcome"] == "failure"
+
+
+def test_allow_decision_leaves_the_outcome_to_the_response_code() -> None:
+    assert checked(falco_line("create_secret.json"))["event"]["outcome"] == "success"
+    audit = orjson.loads(falco_line("create_secret.json"))
+    audit.pop("responseStatus")
+    assert checked(orjson.dumps(audit))["event"]["outcome"] == "unknown"
+
+
+# ---- impersonation and related -------------------------------------------------------------
+
+
+IMPERSONATED = {"username": "system:serviceaccount:kube-system:deployer", "uid": "u-42",
+                "groups": ["system:serviceaccounts", "system:authenticated"], "extra": {"scopes": ["a"]}}
+
+
+def test_impersonated_user_is_the_effective_user_and_the_requester_stays_user() -> None:
+    event = checked(edited("create_secret.json", impersonatedUser=IMPERSONATED))
+    assert event["user"]["name"] == "minikube-user"
+    assert event["user"]["effective"] == {"name": IMPERSONATED["username"], "id": "u-42",
+                                          "group": {"name": IMPERSONATED["groups"]}}
+    assert event["related"]["user"] == ["minikube-user", IMPERSONATED["username"]]
+    assert event["kubernetes"]["audit"]["impersonatedUser"] == IMPERSONATED
+
+
+def test_impersonated_user_of_the_wrong_type_is_named_and_ignored() -> None:
+    event = checked(edited("create_secret.json", impersonatedUser="admin"))
+    assert "effective" not in event["user"]
+    assert event["error"]["message"] == "k8s_audit: 'impersonatedUser' is not an object"
+
+
+def test_related_user_is_the_user_alone_without_impersonation() -> None:
+    assert checked(falco_line("create_secret.json"))["related"]["user"] == ["minikube-user"]
+
+
+def test_source_ip_is_the_first_address_and_all_addresses_are_related() -> None:
+    event = checked(edited("create_secret.json", sourceIPs=["10.0.0.7", "192.168.64.1", "10.0.0.7", "proxy"]))
+    assert event["source"] == {"ip": "10.0.0.7"}
+    assert event["related"]["ip"] == ["10.0.0.7", "192.168.64.1"]
+
+
+# ---- the assembler: policy and counters ----------------------------------------------------
+
+
+POLICY_TEXT = """
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    resources: [{group: "", resources: [secrets]}]
+  - level: Metadata
+    resources: [{group: "", resources: [pods]}]
+    omitStages: [ResponseStarted]
+  - level: RequestResponse
+    resources: [{group: "rbac.authorization.k8s.io"}]
+"""
+
+
+def assembler(policy: str | None = POLICY_TEXT, ctx: SourceContext = CTX) -> Any:
+    parsed = parse_policy(policy, "test-policy") if policy is not None else None
+    return make_assembler(ctx, NormalizeOptions(k8s_policy=parsed))
+
+
+def test_events_dropped_by_policy_are_counted_per_rule_and_stage() -> None:
+    feeder = assembler()
+    assert feeder.feed(falco_line("create_secret.json"), 0, RECEIVED) == []
+    assert feeder.feed(falco_line("delete_secret.json"), 1, RECEIVED) == []
+    assert feeder.feed(edited("create_nginx_pod_privileged.json", stage="ResponseStarted"), 2, RECEIVED) == []
+    assert feeder.feed(edited("create_clusterrole.json", stage="RequestReceived"), 3, RECEIVED) == []
+    assert feeder.feed(falco_line("create_service.json"), 4, RECEIVED) == []  # no rule matches
+    assert feeder.counters() == {
+        "dropped_by_policy.rule_0": 2,
+        "dropped_by_policy.omit_stage.ResponseStarted": 1,
+        "dropped_by_policy.omit_stage.RequestReceived": 1,
+        "dropped_by_policy.rule_none": 1,
+    }
+    assert feeder.held() == [] and feeder.flush(RECEIVED, force=True) == []
+
+
+def test_metadata_rule_strips_objects_and_says_so() -> None:
+    line = falco_line("create_nginx_pod_privileged.json")
+    [event] = assembler(ctx=SourceContext(host_name=HOST, path=PATH, keep_original=True)).feed(line, 0, RECEIVED)
+    audit = event["kubernetes"]["audit"]
+    assert isinstance(audit, dict) and "requestObject" not in audit and "responseObject" not in audit
+    assert audit["level"] == "Metadata"
+    assert event["logseal"] == {"policy": {"rule": 1, "level": "Metadata",
+                                           "removed": ["requestObject", "responseObject"]}}
+    assert "original" not in event["event"]  # it would hold what the policy removed
+    assert event["event"]["action"] == "create"
+
+
+def test_event_the_policy_keeps_whole_stays_verbatim() -> None:
+    line = falco_line("create_clusterrole.json")
+    [event] = assembler().feed(line, 0, RECEIVED)
+    assert orjson.dumps(event["kubernetes"]["audit"]) == line
+    assert "logseal" not in event
+
+
+def test_without_policy_nothing_is_dropped_and_nothing_counted() -> None:
+    feeder = assembler(None)
+    for offset, line in lines_of(SAMPLES / "k8s-audit.log"):
+        assert len(feeder.feed(line, offset, RECEIVED)) == 1
+    assert feeder.counters() == {}
+
+
+def test_unparsed_lines_are_never_dropped_by_policy() -> None:
+    [event] = assembler().feed(b"{not json", 0, RECEIVED)
+    assert event["event"]["action"] == "unparsed"
+
+
+def test_assembler_refuses_a_policy_that_is_not_parsed() -> None:
+    with pytest.raises(TypeError):
+        make_assembler(CTX, NormalizeOptions(k8s_policy={"rules": []}))
+
+
+# ---- oracle: other projects' events agree with what we map ---------------------------------
+
+
+def source_facts(audit: dict[str, Any]) -> dict[str, Any]:
+    ref = audit.get("objectRef") or {}
+    return {"user": audit["user"]["username"], "verb": audit["verb"], "ip": (audit.get("sourceIPs") or [None])[0],
+            "namespace": ref.get("namespace"), "resource": ref.get("resource"),
+            "code": (audit.get("responseStatus") or {}).get("code")}
+
+
+def ecs_facts(event: dict[str, Any]) -> dict[str, Any]:
+    audit = event["kubernetes"]["audit"]
+    ref = audit.get("objectRef") or {}
+    return {"user": event["user"]["name"], "verb": event["event"]["action"], "ip": event.get("source", {}).get("ip"),
+            "namespace": ref.get("namespace"), "resource": ref.get("resource"),
+            "code": (audit.get("responseStatus") or {}).get("code")}
+
+
+ORACLE_LINES = [pytest.param(line, id=f"panther@{offset}") for offset, line in PANTHER] + [
+    pytest.param(line, id=f"{path.stem}@{offset}")
+    for path in sorted(FALCO.glob("*.json")) if path.name != "fal_01_003.json"
+    for offset, line in lines_of(path)
+]
+
+
+@pytest.mark.parametrize("line", ORACLE_LINES)
+def test_ecs_fields_agree_with_the_source_events(line: bytes) -> None:
+    audit = orjson.loads(line)
+    [event] = make_assembler(CTX, NormalizeOptions()).feed(line, 0, RECEIVED)
+    stored = orjson.loads(orjson.dumps(event))
+    assert ecs_facts(stored) == source_facts(audit)
+    code = source_facts(audit)["code"]
+    forbidden = (audit.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid"
+    expected = "failure" if forbidden or (code is not None and code >= 400) else \
+        "unknown" if code is None else "success"
+    assert stored["event"]["outcome"] == expected
+
+
+# ---- never breaks --------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)
+    | st.sampled_from(["Bearer abc", "secrets", "Secret", "ResponseStarted"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["kind", "data", "items", "user", "objectRef", "resource", "Authorization", "verb",
+                         "stage", "requestObject", "metadata", "managedFields", "x"]), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300) | st.dictionaries(
+    st.sampled_from(["user", "objectRef", "requestObject", "responseObject", "stage", "annotations", "sourceIPs",
+                     "impersonatedUser", "level", "requestURI"]), JSON_VALUES, max_size=6,
+).map(lambda fields: orjson.dumps({"kind": "Event", "verb": "get", **fields})))
+def test_any_line_through_policy_and_redaction_gives_at_most_one_serializable_event(line: bytes) -> None:
+    [event] = assembler(None).feed(line, 0, RECEIVED) or [None]
+    assert event is not None
+    orjson.dumps(event)
+    kept = assembler().feed(line, 0, RECEIVED)
+    assert len(kept) <= 1
+    for other in kept:
+        orjson.dumps(other)
+
+
+def test_deeply_nested_secret_object_is_unparsed_not_a_crash() -> None:
+    line = b'{"kind":"Event","verb":"get","requestObject":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    [event] = assembler(None).feed(line, 0, RECEIVED)
+    assert event["event"]["action"] == "unparsed"
