@@ -16,4 +16,5 @@ def workspace(tmp_path: Path) -> Workspace:
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run `logseal ARGS` as a separate process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
