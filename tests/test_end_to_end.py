@@ -197,3 +197,30 @@ def test_batches_signed_by_an_unenrolled_key_are_rejected_and_kept_until_enrolle
     assert_exactly_once(workspace.store, [log])
 
 
+
+
+def test_auditd_events_held_for_their_records_survive_a_kill(workspace: Workspace) -> None:
+    """Records of events still waiting in the reorder window at a kill -9 are neither lost nor doubled."""
+    log = workspace.root / "audit.log"
+
+    def event_lines(i: int) -> list[bytes]:  # no EOE: each event waits for the 2 s window
+        stamp = f"msg=audit(1764151200.{i % 1000:03d}:{i + 1}):"
+        return [f"type=SYSCALL {stamp} arch=c000003e syscall=2 success=yes exit=3 pid={100 + i} uid=0".encode(),
+                f'type=PATH {stamp} item=0 name="/etc/file-{i}" inode={i} nametype=NORMAL'.encode()]
+
+    append(log, [line for i in range(2000) for line in event_lines(i)])
+    workspace.enrol("node-1")
+    aggregator = workspace.start_aggregator()
+    config = workspace.agent_config("node-1", [("auditd", str(log))],
+                                    extra="[batch]\nmax_events = 100\nlinger_ms = 20\n")
+    agent = workspace.start_agent(config)
+    wait_for(lambda: workspace.stored_events() > 0, 60, "the first auditd events to be stored")
+    assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
+    append(log, [line for i in range(2000, 2100) for line in event_lines(i)])
+    again = workspace.start_agent(config)
+    wait_for(lambda: workspace.stored_events() >= 2100, 90, "all 2100 auditd events to be stored")
+    assert again.stop() == 0
+    assert aggregator.stop() == 0
+    assert workspace.stored_events() == 2100
+    assert_exactly_once(workspace.store, [log])
+    verify_ok(workspace.store)
