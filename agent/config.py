@@ -51,6 +51,8 @@ class TailConfig:
     """How often idle files and globs are checked for new data and new files."""
     read_chunk_bytes: int = 1 << 20
     """Bytes read from a file per call."""
+    max_line_bytes: int = 1 << 20
+    """A line longer than this is shipped in pieces marked `logseal.line_continues` (never dropped)."""
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,7 @@ def load_agent_config(path: Path) -> AgentConfig:
     _positive(config.ship.shutdown_grace_ms, f"{where}: ship.shutdown_grace_ms", 0, 600_000)
     _positive(config.tail.poll_interval_ms, f"{where}: tail.poll_interval_ms", 1, 60_000)
     _positive(config.tail.read_chunk_bytes, f"{where}: tail.read_chunk_bytes", 4096)
+    _positive(config.tail.max_line_bytes, f"{where}: tail.max_line_bytes", 1024, 64 << 20)
     _check_tls(config.tls, f"{where}: tls")
     return config
 

@@ -22,7 +22,7 @@ from agent.normalize import Assembler, NormalizeOptions, SourceContext, assemble
 from agent.normalize.common import Event, format_timestamp
 from agent.seal import ChainHead, EncodedBatch, Sealer
 from agent.spool import HeldRecord, Spool
-from agent.tail import Position, Tailer
+from agent.tail import Gap, Position, Tailer
 from agent.wire import batch_to_bytes
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PipelineStats:
+    gaps: int = 0
     lines: int = 0
     line_bytes: int = 0
     batches: int = 0
@@ -101,6 +102,20 @@ class SealWorker:
         self.batch_bytes += len(data)
 
 
+def gap_event(gap: Gap, host_name: str, received: str) -> Event:
+    """A record of lost bytes, sealed into the stream like any event (dataset `logseal.gap`)."""
+    return {
+        "@timestamp": received,
+        "event": {"kind": "event", "category": [], "type": ["info"], "action": "gap", "outcome": "failure",
+                  "dataset": "logseal.gap", "reason": gap.reason},
+        "host": {"name": host_name},
+        "log": {"file": {"path": gap.path}, "offset": gap.start},
+        "message": f"{gap.end - gap.start} bytes of {gap.path} were lost ({gap.start}-{gap.end}): {gap.reason}",
+        "logseal": {"gap": {"path": gap.path, "start": gap.start, "end": gap.end, "bytes": gap.end - gap.start,
+                            "reason": gap.reason}},
+    }
+
+
 def received_now() -> str:
     return format_timestamp(dt.datetime.now(dt.UTC))
 
@@ -125,7 +140,7 @@ class StreamPipeline:
             self.journal = JournalReader(source.command or DEFAULT_JOURNALCTL, state.positions, tail.read_chunk_bytes)
             self.tailer = self.journal
         else:
-            self.tailer = Tailer(source.paths, state.positions, tail.read_chunk_bytes)
+            self.tailer = Tailer(source.paths, state.positions, tail.read_chunk_bytes, tail.max_line_bytes)
         self.stats = PipelineStats()
         self._assemblers: dict[str, tuple[str, Assembler]] = {}
         self._events: list[Event] = []
@@ -191,7 +206,7 @@ class StreamPipeline:
                     if len(events) >= max_events or size >= max_bytes:
                         self._bytes = size
                         # Mid-chunk: this file is consumed only up to the end of the line just fed.
-                        self.seal(None if self.journal else Position(chunk.path, chunk.dev, chunk.ino, offset))
+                        self.seal(self._within(chunk.key, offset))
                         events = self._events
                         size = 0
                         self._opened_at = now
@@ -202,6 +217,21 @@ class StreamPipeline:
             self.stats.line_bytes += offset - chunk.offset
         self.stats.lines += count
         return count
+
+    def _within(self, key: str, offset: int) -> Position | None:
+        if isinstance(self.tailer, Tailer):
+            return self.tailer.position_at(key, offset)
+        return None
+
+    def take_gaps(self, received: str, now: float) -> None:
+        """Seal what the tailer could not read, as gap records in the stream (loss is never silent)."""
+        if not isinstance(self.tailer, Tailer):
+            return
+        for gap in self.tailer.take_gaps():
+            if not self._events:
+                self._opened_at = now
+            self._events.append(gap_event(gap, self.host_name, received))
+            self.stats.gaps += 1
 
     def flush_due(self, received: str, now: float, force: bool = False) -> None:
         """Take events the assemblers held long enough (all of them when `force`)."""

@@ -70,6 +70,7 @@ class Agent:
                 worked += stream.pump(received, now)
             now = monotonic()
             for stream in self.streams:
+                stream.take_gaps(received, now)
                 stream.flush_due(received, now)
                 stream.seal_due(now)
             if not worked:

@@ -1,25 +1,49 @@
 """File tailing: which files a stream's globs match, and which complete lines are new in them.
 
-A file is identified by (device, inode), not by name, so a rename (log rotation) keeps its cursor
-and a rotated copy that still matches the glob is not read twice. A cursor's `offset` is the byte
-after the last complete line handed out; a partial last line waits for its newline
-(reads are positional, `pread` at the cursor, so an abandoned read loses nothing).
+Identity. A file is known by (device, inode), checked by fingerprints: a hash of its first bytes
+(`head`, up to 256) and of the bytes just before the cursor (`tail`). So:
+- rename rotation (logrotate `create`, the kube-apiserver's own backups) keeps the cursor, and the
+  renamed file is drained to its end before it is left;
+- a file deleted while open, or compressed away after rotation, is drained through its open
+  descriptor; compressed files themselves are never read as logs;
+- an inode reused by a new file is caught (its head differs) and read from the start;
+- copytruncate: a truncated file's unread rest is read from its rotated copy (a file whose head
+  and tail fingerprints match the cursor), and the truncated file is read again from its start;
+  when no copy can be found, a `Gap` names the bytes that were lost. A plain copy of a file that
+  is still being read is not read twice.
+
+Reading. A cursor's `offset` is the byte after the last complete line handed out; a partial last
+line waits for its newline. Reads are positional (`pread`), so an abandoned read loses nothing. A
+line longer than `max_line_bytes` is handed out in pieces (`Chunk.continues`), never dropped.
 
 Positions are plain values (`Position`) so the spool can persist them atomically together with the
-batch that covers them; `Tailer` is built from them on restart.
+batch that covers them; `Tailer` is built from them on restart. Every case is counted.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
+import hashlib
 import logging
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 log = logging.getLogger(__name__)
+
+FINGERPRINT_BYTES = 256
+# How many scans (one a second) a new file that looks like a copy of a file still being read waits
+# for that file's truncation (copytruncate) before it is taken as a file of its own.
+COPY_WAIT_SCANS = 5
+# Magic numbers of compressed files (gzip, zstd, xz, bzip2, zip): rotated logs, never read as text.
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh", b"PK\x03\x04")
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +54,10 @@ class Position:
     offset: int
     # For a journald stream: the cursor of the last entry covered (files leave it empty).
     cursor: str = ""
+    # Fingerprint of the file's first `head_len` bytes, and of the bytes just before `offset`.
+    head: str = ""
+    head_len: int = 0
+    tail: str = ""
 
     @property
     def key(self) -> str:
@@ -45,7 +73,7 @@ class Chunk:
     ino: int
     offset: int
     lines: list[bytes]
-    # True when the (single) line was longer than one read and goes on in the next Chunk.
+    # True when the (single) line was longer than `max_line_bytes` and goes on in the next Chunk.
     continues: bool = False
 
     @property
@@ -53,50 +81,104 @@ class Chunk:
         return f"{self.dev}:{self.ino}"
 
 
-class _Cursor:
-    __slots__ = ("path", "dev", "ino", "offset", "handle", "seen")
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Bytes of a file that were lost before they could be read, and why."""
 
-    def __init__(self, path: str, dev: int, ino: int, offset: int, handle: BinaryIO) -> None:
+    path: str
+    start: int
+    end: int
+    reason: str
+
+
+class _Cursor:
+    __slots__ = ("path", "dev", "ino", "offset", "handle", "seen", "head", "head_len", "tail", "last_size")
+
+    def __init__(self, path: str, dev: int, ino: int, offset: int, handle: BinaryIO, head: str, head_len: int,
+                 tail: str) -> None:
         self.path = path
         self.dev = dev
         self.ino = ino
         self.offset = offset
         self.handle = handle
         self.seen = True
+        self.head = head
+        self.head_len = head_len
+        self.tail = tail
+        self.last_size = offset
 
     @property
     def key(self) -> str:
         return f"{self.dev}:{self.ino}"
 
+    def position(self) -> Position:
+        return Position(self.path, self.dev, self.ino, self.offset, "", self.head, self.head_len, self.tail)
+
 
 class Tailer:
     """Tails every file matching a stream's globs, resuming from persisted positions."""
 
-    def __init__(self, patterns: list[str], positions: dict[str, Position], read_chunk_bytes: int) -> None:
+    def __init__(self, patterns: list[str], positions: dict[str, Position], read_chunk_bytes: int,
+                 max_line_bytes: int = 1 << 20) -> None:
         self._patterns = patterns
         self._resume = dict(positions)
         self._chunk = read_chunk_bytes
+        self._max_line = max(max_line_bytes, 1)
         self._cursors: dict[str, _Cursor] = {}
         self._warned: set[str] = set()
+        self._ignored: set[str] = set()
+        self._deferred: dict[str, int] = {}
+        self._scans = 0
+        self.gaps: list[Gap] = []
+        self.counters: dict[str, int] = {}
+
+    def _count(self, name: str, by: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + by
+
+    def _warn_once(self, path: str, message: str, *args: object) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning(message, path, *args)
 
     def positions(self) -> dict[str, Position]:
         """Where every tracked file has been consumed to (complete lines only)."""
         out = dict(self._resume)
         for c in self._cursors.values():
-            out[c.key] = Position(c.path, c.dev, c.ino, c.offset)
+            out[c.key] = c.position()
         return out
 
+    def position_at(self, key: str, offset: int) -> Position | None:
+        """A tracked file's position moved back to `offset` (a batch that ends inside a chunk)."""
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            return None
+        return replace(cursor.position(), offset=offset, tail="")
+
+    def take_gaps(self) -> list[Gap]:
+        gaps, self.gaps = self.gaps, []
+        return gaps
+
+    # -- discovery ------------------------------------------------------------------------------
     def scan(self) -> None:
         """Pick up new files under the globs and notice renamed or vanished ones."""
+        self._scans += 1
         for cursor in self._cursors.values():
             cursor.seen = False
-        for pattern in self._patterns:
-            for path in sorted(glob.glob(pattern)):
-                self._track(path)
+        for path in self._matches():
+            self._track(path)
         for key, cursor in list(self._cursors.items()):
             if not cursor.seen and self._at_eof(cursor):
                 cursor.handle.close()
                 del self._cursors[key]
+                self._count("files_closed")
+
+    def _matches(self) -> list[str]:
+        paths: list[str] = []
+        for pattern in self._patterns:
+            for path in sorted(glob.glob(pattern)):
+                if path not in paths:
+                    paths.append(path)
+        return paths
 
     def _track(self, path: str) -> None:
         try:
@@ -104,32 +186,120 @@ class Tailer:
         except OSError:
             return
         if not stat.S_ISREG(st.st_mode):
+            if path not in self._warned:
+                self._count("skipped_not_regular")
+            self._warn_once(path, "not a regular file, skipped path=%s mode=%o", st.st_mode)
             return
         key = f"{st.st_dev}:{st.st_ino}"
         cursor = self._cursors.get(key)
         if cursor is not None:
             cursor.seen = True
-            cursor.path = path
+            if cursor.path != path:
+                self._count("rotations.rename")
+                cursor.path = path
             return
-        resume = self._resume.pop(key, None)
-        offset = resume.offset if resume is not None else 0
-        if offset > st.st_size:
-            log.warning("file shrank below its saved position; reading from the start path=%s saved=%d size=%d",
-                        path, offset, st.st_size)
-            offset = 0
+        if key in self._ignored:
+            return
         try:
             handle = open(path, "rb")  # noqa: SIM115 - lives as long as the cursor
         except OSError as exc:
             if path not in self._warned:
-                self._warned.add(path)
-                log.error("cannot open file, will retry path=%s reason=%s", path, exc.strerror)
+                self._count("unreadable")
+            self._warn_once(path, "cannot open file, will retry path=%s reason=%s", exc.strerror)
             return
         opened = os.fstat(handle.fileno())
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
             handle.close()  # replaced between stat and open; the next scan picks up the new file
             return
         self._warned.discard(path)
-        self._cursors[key] = _Cursor(path, st.st_dev, st.st_ino, offset, handle)
+        head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
+        if head.startswith(COMPRESSED_MAGIC):
+            handle.close()
+            self._ignored.add(key)
+            self._count("skipped_compressed")
+            log.info("compressed file under a glob is not read as a log path=%s", path)
+            return
+        if self._adopt_as_copy(path, st, handle, head):
+            return
+        offset = self._resume_offset(key, path, st.st_size, head)
+        head_len = min(len(head), offset) if offset else len(head)
+        self._cursors[key] = _Cursor(path, st.st_dev, st.st_ino, offset, handle, fingerprint(head[:head_len]),
+                                     head_len, "")
+        self._count("files_opened")
+
+    def _resume_offset(self, key: str, path: str, size: int, head: bytes) -> int:
+        resume = self._resume.pop(key, None)
+        if resume is None:
+            return 0
+        if resume.head_len and fingerprint(head[:resume.head_len]) != resume.head:
+            self._count("inode_reused")
+            log.warning("file has a saved position but other content (inode reused); reading from the start "
+                        "path=%s saved_path=%s", path, resume.path)
+            return 0
+        if resume.offset > size:
+            self._count("truncations")
+            self.gaps.append(Gap(path, 0, resume.offset, "file truncated while the agent was stopped"))
+            log.warning("file shrank below its saved position while the agent was stopped; reading from the "
+                        "start path=%s saved=%d size=%d", path, resume.offset, size)
+            return 0
+        return resume.offset
+
+    def _adopt_as_copy(self, path: str, st: os.stat_result, handle: BinaryIO, head: bytes) -> bool:
+        """Is this new file the rotated copy of a file being read (copytruncate)? Then continue in it."""
+        key = f"{st.st_dev}:{st.st_ino}"
+        owners: list[_Cursor | Position] = [*self._cursors.values(),
+                                            *(p for k, p in self._resume.items() if k != key)]
+        for owner in owners:
+            if not owner.head or owner.head_len < FINGERPRINT_BYTES or st.st_size < owner.offset:
+                continue
+            if fingerprint(head[:owner.head_len]) != owner.head or not self._tail_matches(handle, owner):
+                continue
+            if not self._truncated_or_gone(owner):
+                # Looks like a copy of a file still being read (copytruncate copies, then truncates):
+                # wait a few scans for the truncation; a copy that stays is a file of its own.
+                first = self._deferred.setdefault(key, self._scans)
+                if self._scans - first < COPY_WAIT_SCANS:
+                    handle.close()
+                    if first == self._scans:
+                        self._count("copies_deferred")
+                    return True
+                continue
+            if isinstance(owner, _Cursor):
+                del self._cursors[owner.key]
+                owner.handle.close()
+                saved = owner.position()
+            else:
+                del self._resume[owner.key]
+                saved = owner
+            self._cursors[f"{st.st_dev}:{st.st_ino}"] = _Cursor(
+                path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len, saved.tail)
+            self._count("rotations.copytruncate")
+            log.info("continuing a truncated file in its rotated copy path=%s copy=%s offset=%d",
+                     saved.path, path, saved.offset)
+            return True
+        return False
+
+    @staticmethod
+    def _tail_matches(handle: BinaryIO, owner: _Cursor | Position) -> bool:
+        if not owner.tail:
+            return True
+        start = max(0, owner.offset - FINGERPRINT_BYTES)
+        return fingerprint(os.pread(handle.fileno(), owner.offset - start, start)) == owner.tail
+
+    @staticmethod
+    def _truncated_or_gone(owner: _Cursor | Position) -> bool:
+        if isinstance(owner, Position):
+            # Saved before a restart: gone unless a file still carries its inode where it was.
+            try:
+                st = os.stat(owner.path)
+            except OSError:
+                return True
+            return (st.st_dev, st.st_ino) != (owner.dev, owner.ino) or st.st_size < owner.offset
+        try:
+            return os.fstat(owner.handle.fileno()).st_size < owner.offset or os.fstat(
+                owner.handle.fileno()).st_nlink == 0
+        except OSError:
+            return True
 
     def _at_eof(self, cursor: _Cursor) -> bool:
         try:
@@ -137,6 +307,7 @@ class Tailer:
         except OSError:
             return True
 
+    # -- reading --------------------------------------------------------------------------------
     def read(self) -> Iterator[Chunk]:
         """New complete lines, at most one read per file. The cursor moves past a chunk as it is
         handed out, so a consumer that stops in the middle of one must record its own position."""
@@ -145,6 +316,55 @@ class Tailer:
             if chunk is not None:
                 yield chunk
 
+    def _truncated(self, cursor: _Cursor, size: int) -> None:
+        """The file under a cursor shrank below it: find the rest in a copy, else record the gap."""
+        self._count("truncations")
+        copy = self._find_copy(cursor)
+        if copy is not None:
+            path, st, handle = copy
+            self._cursors[f"{st.st_dev}:{st.st_ino}"] = _Cursor(
+                path, st.st_dev, st.st_ino, cursor.offset, handle, cursor.head, cursor.head_len, cursor.tail)
+            self._count("rotations.copytruncate")
+            log.info("file truncated; reading its rest from the rotated copy path=%s copy=%s offset=%d",
+                     cursor.path, path, cursor.offset)
+        elif cursor.last_size > cursor.offset:
+            self.gaps.append(Gap(cursor.path, cursor.offset, cursor.last_size,
+                                 "file truncated before it was read to the end, and no rotated copy was found"))
+            log.warning("file truncated before it was read; bytes lost path=%s from=%d to=%d",
+                        cursor.path, cursor.offset, cursor.last_size)
+        cursor.offset = 0
+        cursor.last_size = size
+        head = os.pread(cursor.handle.fileno(), FINGERPRINT_BYTES, 0)
+        cursor.head, cursor.head_len, cursor.tail = fingerprint(head), len(head), ""
+
+    def _find_copy(self, cursor: _Cursor) -> tuple[str, os.stat_result, BinaryIO] | None:
+        if not cursor.head or cursor.head_len < FINGERPRINT_BYTES:
+            return None
+        folders = {os.path.dirname(cursor.path)} | {os.path.dirname(p) for p in self._patterns}
+        for folder in sorted(folders):
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if (not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) == (cursor.dev, cursor.ino)
+                        or st.st_size < cursor.offset or f"{st.st_dev}:{st.st_ino}" in self._cursors):
+                    continue
+                try:
+                    handle = open(path, "rb")  # noqa: SIM115 - handed to the new cursor
+                except OSError:
+                    continue
+                head = os.pread(handle.fileno(), cursor.head_len, 0)
+                if fingerprint(head) == cursor.head and self._tail_matches(handle, cursor):
+                    return path, st, handle
+                handle.close()
+        return None
+
     def _read_cursor(self, cursor: _Cursor) -> Chunk | None:
         fd = cursor.handle.fileno()
         try:
@@ -152,23 +372,53 @@ class Tailer:
         except OSError:
             return None
         if size < cursor.offset:
-            log.warning("file truncated; reading from the start path=%s position=%d size=%d",
-                        cursor.path, cursor.offset, size)
-            cursor.offset = 0
+            self._truncated(cursor, size)
+        cursor.last_size = max(cursor.last_size, size)
         if size == cursor.offset:
             return None
         start = cursor.offset
-        data = os.pread(fd, self._chunk, start)
-        last_newline = data.rfind(b"\n")
-        if last_newline < 0:
-            if len(data) >= self._chunk or (not cursor.seen and data):
-                # A line longer than a whole read, or the unterminated tail of a file that left the glob:
-                # hand it out as it is rather than stall behind it.
-                cursor.offset += len(data)
-                return Chunk(cursor.path, cursor.dev, cursor.ino, start, [data], continues=len(data) >= self._chunk)
+        try:
+            data = os.pread(fd, self._chunk, start)
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                return None
+            self._warn_once(cursor.path, "read failed, will retry path=%s reason=%s", exc.strerror)
             return None
-        cursor.offset = start + last_newline + 1
-        return Chunk(cursor.path, cursor.dev, cursor.ino, start, data[:last_newline].split(b"\n"))
+        last_newline = data.rfind(b"\n")
+        if last_newline < 0 and len(data) < self._max_line and len(data) >= self._chunk:
+            # No newline in a whole read: look further, up to the longest line we wait for.
+            data = os.pread(fd, self._max_line, start)
+            last_newline = data.rfind(b"\n")
+        if last_newline < 0:
+            if len(data) >= self._max_line or (not cursor.seen and data):
+                # A line longer than max_line_bytes, or the unterminated tail of a file that left the glob:
+                # hand it out as it is rather than stall behind it.
+                piece = data[:self._max_line]
+                cursor.offset += len(piece)
+                self._after_read(cursor, piece)
+                continues = len(piece) >= self._max_line
+                if continues:
+                    self._count("long_line_chunks")
+                return Chunk(cursor.path, cursor.dev, cursor.ino, start, [piece], continues=continues)
+            return None
+        consumed = data[:last_newline + 1]
+        cursor.offset = start + len(consumed)
+        self._after_read(cursor, consumed)
+        self._count("lines_read", consumed.count(b"\n"))
+        self._count("bytes_read", len(consumed))
+        return Chunk(cursor.path, cursor.dev, cursor.ino, start, consumed[:-1].split(b"\n"))
+
+    def _after_read(self, cursor: _Cursor, consumed: bytes) -> None:
+        """Keep the fingerprints current: the head until it is full, the tail always."""
+        if cursor.head_len < FINGERPRINT_BYTES and cursor.offset > cursor.head_len:
+            head = os.pread(cursor.handle.fileno(), FINGERPRINT_BYTES, 0)
+            head = head[:min(len(head), cursor.offset)]
+            cursor.head, cursor.head_len = fingerprint(head), len(head)
+        if len(consumed) >= FINGERPRINT_BYTES:
+            cursor.tail = fingerprint(consumed[-FINGERPRINT_BYTES:])
+        else:
+            start = max(0, cursor.offset - FINGERPRINT_BYTES)
+            cursor.tail = fingerprint(os.pread(cursor.handle.fileno(), cursor.offset - start, start))
 
     def __enter__(self) -> Tailer:
         return self

@@ -81,7 +81,7 @@ def test_resumes_from_saved_positions(tmp_path: Path, tailers: list[Tailer]) -> 
 def test_line_longer_than_a_read_is_handed_out_in_pieces_not_stalled(tmp_path: Path, tailers: list[Tailer]) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"x" * 10_000 + b"\nafter\n")
-    tailer = Tailer([str(log)], {}, 4096)
+    tailer = Tailer([str(log)], {}, 4096, max_line_bytes=4096)
     tailers.append(tailer)
     tailer.scan()
     pieces = []
