@@ -78,7 +78,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         for problem in report.problems:
             print(problem)
+        for gap in report.gaps:
+            print(gap)
         verdict = "intact" if report.ok else f"{len(report.problems)} problem(s) found"
+        if report.gaps:
+            verdict += f", {len(report.gaps)} declared gap(s)"
         print(f"{report.store}: {report.batches} batches, {report.events} events: {verdict}")
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 

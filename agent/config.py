@@ -46,6 +46,15 @@ class ShipConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    max_bytes: int = 1 << 30
+    """Disk the spool may use for unacknowledged batches."""
+    when_full: str = "block"
+    """"block": stop reading until acks make room (nothing lost while the logs stay on disk);
+    "drop_oldest": drop the oldest unacked batch's payload, with a gap record in its stream."""
+
+
+@dataclass(frozen=True)
 class TailConfig:
     poll_interval_ms: int = 100
     """How often idle files and globs are checked for new data and new files."""
@@ -103,6 +112,7 @@ class AgentConfig:
     source: list[SourceConfig] = field(default_factory=list)
     batch: BatchConfig = field(default_factory=BatchConfig)
     ship: ShipConfig = field(default_factory=ShipConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
     tail: TailConfig = field(default_factory=TailConfig)
     tls: TlsConfig | None = None
 
@@ -294,6 +304,9 @@ def load_agent_config(path: Path) -> AgentConfig:
     _positive(config.ship.backoff_initial_ms, f"{where}: ship.backoff_initial_ms", 1)
     _positive(config.ship.backoff_max_ms, f"{where}: ship.backoff_max_ms", config.ship.backoff_initial_ms)
     _positive(config.ship.shutdown_grace_ms, f"{where}: ship.shutdown_grace_ms", 0, 600_000)
+    _positive(config.spool.max_bytes, f"{where}: spool.max_bytes", 1 << 20)
+    if config.spool.when_full not in ("block", "drop_oldest"):
+        raise ConfigError(f"{where}: spool.when_full: {config.spool.when_full!r} is not \"block\" or \"drop_oldest\"")
     _positive(config.tail.poll_interval_ms, f"{where}: tail.poll_interval_ms", 1, 60_000)
     _positive(config.tail.read_chunk_bytes, f"{where}: tail.read_chunk_bytes", 4096)
     _positive(config.tail.max_line_bytes, f"{where}: tail.max_line_bytes", 1024, 64 << 20)

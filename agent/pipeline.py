@@ -21,7 +21,7 @@ from agent.journal import JournalReader
 from agent.normalize import Assembler, NormalizeOptions, SourceContext, assembler_for
 from agent.normalize.common import Event, format_timestamp
 from agent.seal import ChainHead, EncodedBatch, Sealer
-from agent.spool import HeldRecord, Spool
+from agent.spool import HeldRecord, Spool, SpoolStopped
 from agent.tail import Gap, Position, Tailer
 from agent.wire import batch_to_bytes
 
@@ -59,6 +59,7 @@ class SealWorker:
         self.batch_bytes = 0
         self._jobs: queue.Queue[_SealJob | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name="logseal-sealer", daemon=True)
         self._thread.start()
 
@@ -85,8 +86,13 @@ class SealWorker:
             try:
                 if job is None:
                     return
-                if self._error is None:
+                if self._error is None and not self._abandoned:
                     self._seal(job)
+            except SpoolStopped:
+                # Stopping with a full spool: this batch and those after it are not spooled; their
+                # positions were not recorded either, so their lines are read again at next start.
+                self._abandoned = True
+                log.warning("spool full at shutdown; the last batches will be rebuilt from the files at start")
             except BaseException as exc:  # noqa: BLE001 - reported to the reading thread
                 log.error("sealing failed; the agent stops reading reason=%s", exc)
                 self._error = exc
@@ -129,6 +135,7 @@ class StreamPipeline:
         self.host_name = host_name
         self.sealer = sealer
         self.worker = worker
+        self.spool = spool
         self.batch_config = batch
         self.options = options or NormalizeOptions()
         state = spool.recover(self.name)
@@ -224,10 +231,13 @@ class StreamPipeline:
         return None
 
     def take_gaps(self, received: str, now: float) -> None:
-        """Seal what the tailer could not read, as gap records in the stream (loss is never silent)."""
-        if not isinstance(self.tailer, Tailer):
-            return
-        for gap in self.tailer.take_gaps():
+        """Seal what could not be kept, as gap records in the stream (loss is never silent): bytes the
+        tailer could not read, and batches whose payload a full spool dropped."""
+        gaps = self.tailer.take_gaps() if isinstance(self.tailer, Tailer) else []
+        for dropped in self.spool.take_dropped(self.name):
+            gaps.append(Gap(f"{self.name}#{dropped.seq}", 0, dropped.bytes_dropped,
+                            f"spool full: payload of batch {dropped.seq} ({dropped.event_count} events) dropped"))
+        for gap in gaps:
             if not self._events:
                 self._opened_at = now
             self._events.append(gap_event(gap, self.host_name, received))

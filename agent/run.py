@@ -31,7 +31,7 @@ class Agent:
         node_key = load_private_key(config.key)
         self.sealer = Sealer(config.node_id, node_key, config.batch.zstd_level)
         secret = redaction_secret(config, node_key)
-        self.spool = Spool(config.spool_dir)
+        self.spool = Spool(config.spool_dir, config.spool.max_bytes, config.spool.when_full)
         heads: dict[str, ChainHead] = {}
         self.seal_worker = SealWorker(self.sealer, self.spool, heads)
         self.streams = [
@@ -82,6 +82,8 @@ class Agent:
 
     def _shutdown(self) -> int:
         self.watcher.stop()
+        # A batch that cannot be spooled now (spool full) is abandoned: its lines are read again at start.
+        self.spool.stop_waiting()
         received = received_now()
         for stream in self.streams:
             # Held lines are kept with the last batch and fed again at next start; only what is

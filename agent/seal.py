@@ -60,6 +60,8 @@ class SealedBatch:
     payload: bytes
     signature: bytes
     batch_hash: bytes
+    # The agent dropped the payload (spool full); header and signature still link the chain.
+    payload_dropped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,16 @@ Design constraints:
   written the same atomic way, so the positions of acked data are never lost.
 - On start, the newest spooled batch of a stream (else its checkpoint) gives both the chain head
   and the file positions: no stored line is read again, no unstored line is skipped.
+- Bounded by `max_bytes`. When full (or the disk says ENOSPC), `when_full` decides:
+  `block` (default) waits for acks to make room, so reading stops and nothing is lost while the
+  logs stay on disk; `drop_oldest` drops the payload of the oldest unacked batch, keeping its signed
+  header so the chain still links, and reports it (`take_dropped`) for a gap record in the stream.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import logging
 import os
@@ -31,6 +36,7 @@ from agent.errors import SpoolCorrupt
 from agent.normalize.assemble import HeldLine
 from agent.seal import GENESIS, ChainHead
 from agent.tail import Position
+from agent.wire import batch_from_bytes, without_payload
 
 log = logging.getLogger(__name__)
 
@@ -137,24 +143,62 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+WHEN_FULL = ("block", "drop_oldest")
+
+
+class SpoolStopped(Exception):
+    """Raised to a writer blocked on a full spool when the agent stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedBatch:
+    """A spooled batch whose payload had to be dropped to make room."""
+
+    stream: str
+    seq: int
+    event_count: int
+    bytes_dropped: int
+
+
 @dataclass(slots=True)
 class _Entry:
     path: Path
     state: StreamState
     data: bytes | None
+    size: int = 0
+    dropped: bool = False
 
 
 class Spool:
     """The agent's disk buffer; thread-safe (the pipeline appends, the shipper reads and acks)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, max_bytes: int = 1 << 30, when_full: str = "block") -> None:
         self.directory = directory
+        self.max_bytes = max_bytes
+        self.when_full = when_full
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Condition()
         self._pending: OrderedDict[BatchKey, _Entry] = OrderedDict()
         self._acked_heads: dict[str, int] = {}
         self._cached_bytes = 0
         self._listeners: list[list[BatchKey]] = []
+        self._bytes = 0
+        self._dropped: dict[str, list[DroppedBatch]] = {}
+        self._stopping = False
+        self.counters: dict[str, int] = {}
+
+    def _count(self, name: str, by: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + by
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def stop_waiting(self) -> None:
+        """Release writers blocked on a full spool (the agent is stopping)."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
 
     # -- recovery -------------------------------------------------------------------------------
     def recover(self, stream: str) -> StreamState:
@@ -181,8 +225,10 @@ class Spool:
                 path.unlink()  # acked before the crash; its checkpoint is already on disk
                 continue
             state = record
+            size = path.stat().st_size
             with self._lock:
-                self._pending[(stream, record.head.seq)] = _Entry(path, record, None)
+                self._pending[(stream, record.head.seq)] = _Entry(path, record, None, size)
+                self._bytes += size
         return state
 
     def _quarantine(self, path: Path, reason: str) -> None:
@@ -196,18 +242,84 @@ class Spool:
     # -- pipeline side --------------------------------------------------------------------------
     def append(self, stream: str, seq: int, batch_hash: bytes, positions: dict[str, Position],
                batch: bytes, held: list[HeldRecord] | None = None) -> None:
-        """Durably spool one sealed batch with the positions it covers; returns after fsync."""
+        """Durably spool one sealed batch with the positions it covers; returns after fsync.
+
+        Waits while the spool is full under `block`; raises SpoolStopped if the agent stops meanwhile.
+        """
         path = self.directory / stream / f"{seq:016d}.batch"
-        _write_atomic(path, encode_record(seq, batch_hash, positions, batch, held))
+        record = encode_record(seq, batch_hash, positions, batch, held)
+        while True:
+            self._make_room(len(record))
+            try:
+                _write_atomic(path, record)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                self._count("enospc")
+                log.warning("spool disk is full (ENOSPC); handling it as a full spool when_full=%s", self.when_full)
+                with self._lock:
+                    if not self._pending:  # nothing of ours to free: wait for the disk
+                        self._lock.wait(1.0)
+                        if self._stopping:
+                            raise SpoolStopped from None
+                    else:
+                        self._free_one(waiting=True)
         with self._lock:
             keep = self._cached_bytes + len(batch) <= _CACHE_LIMIT_BYTES
             state = StreamState(ChainHead(seq, batch_hash), positions, held or [])
-            self._pending[(stream, seq)] = _Entry(path, state, batch if keep else None)
+            self._pending[(stream, seq)] = _Entry(path, state, batch if keep else None, len(record))
+            self._bytes += len(record)
+            self._count("batches_spooled")
             if keep:
                 self._cached_bytes += len(batch)
             for listener in self._listeners:
                 listener.append((stream, seq))
             self._lock.notify_all()
+
+    def _make_room(self, size: int) -> None:
+        with self._lock:
+            while self._bytes + size > self.max_bytes and self._pending:
+                if self._stopping:
+                    raise SpoolStopped
+                self._free_one(waiting=False)
+
+    def _free_one(self, waiting: bool) -> None:
+        """With the lock held: wait for an ack (block), or drop the oldest payload (drop_oldest)."""
+        if self.when_full == "block":
+            if not waiting:
+                self._count("full_waits")
+            self._lock.wait(0.5)
+            return
+        for key, entry in self._pending.items():
+            if not entry.dropped:
+                self._drop_payload(key, entry)
+                return
+        self._lock.wait(0.5)  # every pending batch is already a header: wait for acks
+
+    def _drop_payload(self, key: BatchKey, entry: _Entry) -> None:
+        stream, seq = key
+        state, raw = decode_record(entry.path.read_bytes())
+        header_only = without_payload(raw)
+        record = encode_record(seq, state.head.batch_hash, state.positions, header_only, state.held)
+        _write_atomic(entry.path, record)
+        batch = batch_from_bytes(raw)
+        if entry.data is not None:
+            self._cached_bytes -= len(entry.data)
+        entry.data = None
+        entry.dropped = True
+        self._bytes += len(record) - entry.size
+        entry.size = len(record)
+        self._dropped.setdefault(stream, []).append(
+            DroppedBatch(stream, seq, batch.header.event_count, len(raw) - len(header_only)))
+        self._count("batches_dropped")
+        self._count("events_dropped", batch.header.event_count)
+        log.warning("spool full: dropped the payload of the oldest unacked batch stream=%s seq=%d events=%d",
+                    stream, seq, batch.header.event_count)
+
+    def take_dropped(self, stream: str) -> list[DroppedBatch]:
+        with self._lock:
+            return self._dropped.pop(stream, [])
 
     # -- shipper side ---------------------------------------------------------------------------
     def subscribe(self) -> list[BatchKey]:
@@ -255,8 +367,10 @@ class Spool:
         entry.path.unlink(missing_ok=True)
         with self._lock:
             removed = self._pending.pop(key, None)
-            if removed is not None and removed.data is not None:
-                self._cached_bytes -= len(removed.data)
+            if removed is not None:
+                self._bytes -= removed.size
+                if removed.data is not None:
+                    self._cached_bytes -= len(removed.data)
             self._lock.notify_all()
         return True
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
@@ -32,6 +34,7 @@ def batch_to_bytes(batch: SealedBatch) -> bytes:
         ),
         payload=batch.payload,
         signature=batch.signature,
+        payload_dropped=batch.payload_dropped,
     )
     data: bytes = message.SerializeToString()
     return data
@@ -59,4 +62,10 @@ def batch_from_bytes(raw: bytes) -> SealedBatch:
         uncompressed_length=m.uncompressed_length,
     )
     return SealedBatch(header=header, payload=message.payload, signature=message.signature,
-                       batch_hash=batch_hash(header))
+                       batch_hash=batch_hash(header), payload_dropped=message.payload_dropped)
+
+
+def without_payload(raw: bytes) -> bytes:
+    """The same batch with its payload dropped: still signed, still chained, marked as dropped."""
+    batch = batch_from_bytes(raw)
+    return batch_to_bytes(replace(batch, payload=b"", payload_dropped=True))

@@ -26,6 +26,7 @@ class IngestStats:
     stored_events: int = 0
     duplicates: int = 0
     rejected: int = 0
+    dropped_batches: int = 0
     bytes_in: int = 0
 
 
@@ -62,6 +63,18 @@ class Ingestor:
             return _ack(h.stream_id, h.seq, pb.Ack.DUPLICATE)
         if not link.ok:
             return self._reject(peer, batch, link)
+        if batch.payload_dropped:
+            # The agent's spool was full: a signed header without its events. Stored as declared
+            # loss (the stream carries a gap record); the chain stays whole.
+            if batch.payload:
+                return self._reject(peer, batch, Finding(Verdict.MALFORMED, "a dropped batch carries a payload"))
+            self._remember_key(h.node_id, h.key_id)
+            self.store.append(raw, batch, [])
+            self.stats.stored_batches += 1
+            self.stats.dropped_batches += 1
+            log.warning("batch stored without its payload (dropped by the agent: spool full) node=%s stream=%s "
+                        "seq=%d events=%d", h.node_id, h.stream_id, h.seq, h.event_count)
+            return _ack(h.stream_id, h.seq, pb.Ack.STORED)
         opened = open_payload(batch)
         if not opened.finding.ok or opened.body is None:
             return self._reject(peer, batch, opened.finding)

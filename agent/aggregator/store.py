@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS batches (
     hash BLOB NOT NULL, segment TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
     event_count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
     received_ns INTEGER NOT NULL,
+    dropped INTEGER NOT NULL DEFAULT 0,  -- 1: the agent dropped the payload (spool full)
     UNIQUE (node, stream, seq)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -250,9 +251,10 @@ class Store:
         try:
             cur = db.execute(
                 "INSERT INTO batches (node, stream, seq, hash, segment, offset, length, event_count, first_ns, "
-                "last_ns, received_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (h.node_id, h.stream_id, h.seq, batch.batch_hash, self.segment, offset, len(raw), h.event_count,
-                 h.first_event_time_ns, h.last_event_time_ns, time.time_ns()),
+                "last_ns, received_ns, dropped) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (h.node_id, h.stream_id, h.seq, batch.batch_hash, self.segment, offset, len(raw),
+                 0 if batch.payload_dropped else h.event_count, h.first_event_time_ns, h.last_event_time_ns,
+                 time.time_ns(), int(batch.payload_dropped)),
             )
             batch_id = int(cur.lastrowid or 0)
             node = h.node_id

@@ -31,12 +31,25 @@ class Problem:
         return f"{self.kind}: {self.where}{batch}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class DeclaredGap:
+    """Loss the node declared and signed (a gap record, or a batch whose payload it dropped)."""
+
+    where: str
+    batch: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"declared gap: {self.where} batch {self.batch}: {self.detail}"
+
+
 @dataclass
 class Report:
     store: str
     batches: int = 0
     events: int = 0
     problems: list[Problem] = field(default_factory=list)
+    gaps: list[DeclaredGap] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -44,7 +57,7 @@ class Report:
 
     def to_json(self) -> dict[str, object]:
         return {"store": self.store, "ok": self.ok, "batches": self.batches, "events": self.events,
-                "problems": [asdict(p) for p in self.problems]}
+                "problems": [asdict(p) for p in self.problems], "declared_gaps": [asdict(g) for g in self.gaps]}
 
 
 def store_keyring(store_dir: Path, keys_dir: Path | None) -> dict[str, dict[str, Ed25519PublicKey]]:
@@ -119,7 +132,11 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None) -> Report:
             h = batch.header
             name = f"{h.node_id}/{h.stream_id}#{h.seq}"
             report.batches += 1
-            report.events += h.event_count
+            if batch.payload_dropped:
+                report.gaps.append(DeclaredGap(where, name, f"payload of {h.event_count} events dropped by the node "
+                                                            "(spool full)"))
+            else:
+                report.events += h.event_count
             if row is None:
                 add("inserted", where, name, "record is not in the index (not stored by the aggregator)")
             else:
@@ -133,14 +150,20 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None) -> Report:
             finding = verify_signature(batch, keyring)
             if not finding.ok:
                 add(_KIND_BY_VERDICT[finding.verdict], where, name, str(finding))
-            opened = open_payload(batch)
-            if not opened.finding.ok:
+            opened = open_payload(batch) if not batch.payload_dropped else None
+            if batch.payload_dropped and batch.payload:
+                add("modified", where, name, "a batch marked as dropped carries a payload")
+            if opened is not None and not opened.finding.ok:
                 add(_KIND_BY_VERDICT[opened.finding.verdict], where, name, str(opened.finding))
             link = chains.setdefault((h.node_id, h.stream_id), ChainTracker()).observe(h, batch.batch_hash)
             if not link.ok:
                 add(_KIND_BY_VERDICT[link.verdict], where, name, str(link))
-            if row is not None and opened.body is not None:
-                expected = index_rows(opened.body)
+            if row is not None and (batch.payload_dropped or (opened is not None and opened.body is not None)):
+                body = opened.body if opened is not None and opened.body is not None else b""
+                expected = index_rows(body)
+                for index_row in expected:
+                    if index_row[2] == "logseal.gap":
+                        report.gaps.append(DeclaredGap(where, name, f"gap record at event {index_row[0]}"))
                 indexed = db.execute("SELECT idx, ts_ns, dataset, user, action FROM events WHERE batch_id=? "
                                      "ORDER BY idx", (row[0],)).fetchall()
                 if [tuple(r) for r in indexed] != expected:

@@ -55,7 +55,8 @@ def test_intact_store_verifies_with_exit_0(store) -> None:
     result = run_cli("verify", str(directory), "--json")
     assert result.returncode == 0, result.stdout
     report = orjson.loads(result.stdout)
-    assert report == {"store": str(directory), "ok": True, "batches": 4, "events": 20, "problems": []}
+    assert report == {"store": str(directory), "ok": True, "batches": 4, "events": 20, "problems": [],
+                      "declared_gaps": []}
 
 
 def test_one_flipped_byte_in_a_segment_exits_1_and_names_the_batch(store) -> None:

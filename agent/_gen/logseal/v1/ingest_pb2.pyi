@@ -33,14 +33,16 @@ class BatchHeader(_message.Message):
     def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., key_id: _Optional[str] = ..., event_count: _Optional[int] = ..., first_event_time_ns: _Optional[int] = ..., last_event_time_ns: _Optional[int] = ..., payload_sha256: _Optional[bytes] = ..., uncompressed_length: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("header", "payload", "signature")
+    __slots__ = ("header", "payload", "signature", "payload_dropped")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_DROPPED_FIELD_NUMBER: _ClassVar[int]
     header: BatchHeader
     payload: bytes
     signature: bytes
-    def __init__(self, header: _Optional[_Union[BatchHeader, _Mapping]] = ..., payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    payload_dropped: bool
+    def __init__(self, header: _Optional[_Union[BatchHeader, _Mapping]] = ..., payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., payload_dropped: _Optional[bool] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("stream_id", "seq", "status", "reason", "verdict")
