@@ -42,7 +42,18 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from agent.run import run_agent
 
     config = load_agent_config(Path(args.config))
-    return run_agent(config)
+    if args.status:
+        import time
+
+        from agent.status import format_status, read_status
+
+        status = read_status(config.spool_dir)
+        if status is None:
+            raise LogsealError(f"no status in {config.spool_dir}: the agent has not run with this config yet")
+        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() if args.json else
+              format_status(status, time.time()))
+        return EXIT_OK
+    return run_agent(config, Path(args.config))
 
 
 def _cmd_aggregator(args: argparse.Namespace) -> int:
@@ -179,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("agent", help="run the node agent")
     p.add_argument("--config", required=True, help="agent.toml")
+    p.add_argument("--status", action="store_true", help="print what the agent of this config is doing, and exit")
+    p.add_argument("--json", action="store_true", help="with --status: the status as JSON")
     p.set_defaults(func=_cmd_agent)
 
     p = sub.add_parser("aggregator", help="run the aggregator")

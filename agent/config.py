@@ -46,6 +46,14 @@ class ShipConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""
+    """host:port of the HTTP server for /metrics, /healthz and /readyz ("" = off; port 0 = any)."""
+    grpc_health_listen: str = ""
+    """Aggregator only: a plaintext host:port serving only grpc.health.v1 (for the kubelet's probe)."""
+
+
+@dataclass(frozen=True)
 class SpoolConfig:
     max_bytes: int = 1 << 30
     """Disk the spool may use for unacknowledged batches."""
@@ -114,6 +122,7 @@ class AgentConfig:
     ship: ShipConfig = field(default_factory=ShipConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     tail: TailConfig = field(default_factory=TailConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
 
 
@@ -134,6 +143,7 @@ class AggregatorConfig:
     port_file: Path | None = None
     """If set, the bound port is written here once serving (useful with port 0)."""
     store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
 
 
@@ -311,7 +321,17 @@ def load_agent_config(path: Path) -> AgentConfig:
     _positive(config.tail.read_chunk_bytes, f"{where}: tail.read_chunk_bytes", 4096)
     _positive(config.tail.max_line_bytes, f"{where}: tail.max_line_bytes", 1024, 64 << 20)
     _check_tls(config.tls, f"{where}: tls")
+    _check_metrics(config.metrics, f"{where}: metrics", aggregator=False)
     return config
+
+
+def _check_metrics(metrics: MetricsConfig, where: str, aggregator: bool) -> None:
+    if metrics.listen:
+        _check_address(metrics.listen, f"{where}.listen")
+    if metrics.grpc_health_listen:
+        if not aggregator:
+            raise ConfigError(f"{where}.grpc_health_listen: only the aggregator serves gRPC health")
+        _check_address(metrics.grpc_health_listen, f"{where}.grpc_health_listen")
 
 
 def load_aggregator_config(path: Path) -> AggregatorConfig:
@@ -323,6 +343,7 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
                           "create it and put each node's <node_id>.pub in it")
     _positive(config.store.segment_max_bytes, f"{where}: store.segment_max_bytes", 1 << 16)
     _check_tls(config.tls, f"{where}: tls")
+    _check_metrics(config.metrics, f"{where}: metrics", aggregator=True)
     return config
 
 

@@ -21,7 +21,7 @@ from agent.journal import JournalReader
 from agent.normalize import Assembler, NormalizeOptions, SourceContext, assembler_for
 from agent.normalize.common import Event, format_timestamp
 from agent.seal import ChainHead, EncodedBatch, Sealer
-from agent.spool import HeldRecord, Spool, SpoolStopped
+from agent.spool import HeldRecord, Spool, SpoolStopped, StreamState
 from agent.tail import Gap, Position, Tailer
 from agent.wire import batch_to_bytes
 
@@ -129,7 +129,9 @@ def received_now() -> str:
 class StreamPipeline:
     def __init__(self, source: SourceConfig, host_name: str, sealer: Sealer, spool: Spool,
                  batch: BatchConfig, tail: TailConfig, heads: dict[str, ChainHead], worker: SealWorker,
-                 options: NormalizeOptions | None = None) -> None:
+                 options: NormalizeOptions | None = None, resume: StreamPipeline | None = None) -> None:
+        """`resume`: the pipeline this one replaces on a config reload (it was sealed and drained):
+        its chain head, positions, held lines and, if its globs are unchanged, its open files."""
         self.name = stream_name(source)
         self.source = source
         self.host_name = host_name
@@ -138,15 +140,24 @@ class StreamPipeline:
         self.spool = spool
         self.batch_config = batch
         self.options = options or NormalizeOptions()
-        state = spool.recover(self.name)
+        if resume is not None:
+            state = StreamState(heads[self.name], resume.tailer.positions(), resume.held())
+        else:
+            state = spool.recover(self.name)
         heads[self.name] = state.head
         self.next_seq = state.head.seq + 1
         self.journal: JournalReader | None = None
         self.tailer: Tailer | JournalReader
         if source.type == "journald":
+            if resume is not None:
+                resume.tailer.close()
             self.journal = JournalReader(source.command or DEFAULT_JOURNALCTL, state.positions, tail.read_chunk_bytes)
             self.tailer = self.journal
+        elif resume is not None and isinstance(resume.tailer, Tailer) and resume.source.paths == source.paths:
+            self.tailer = resume.tailer  # keeps open files, e.g. rotated ones still being drained
         else:
+            if resume is not None:
+                resume.tailer.close()
             self.tailer = Tailer(source.paths, state.positions, tail.read_chunk_bytes, tail.max_line_bytes)
         self.stats = PipelineStats()
         self._assemblers: dict[str, tuple[str, Assembler]] = {}

@@ -1,7 +1,14 @@
-"""The agent process: streams pumped on the main thread, the shipper on its own thread.
+"""The agent process: streams pumped on the main thread, sealing and shipping on their own threads.
 
 SIGTERM/SIGINT: stop reading, seal and spool the open batches, wait up to
 `ship.shutdown_grace_ms` for their acks, exit 0. What is not acked stays spooled for next start.
+SIGHUP: read the config file again and apply it without losing position (a config that does not
+load is refused with one logged line and the running config stays). The node id, key and spool
+folder cannot change without a restart.
+
+The agent writes `status.json` into its spool folder every few seconds and at shutdown
+(`logseal agent --status` prints it), and serves Prometheus metrics, /healthz and /readyz when
+`[metrics] listen` is set.
 """
 
 from __future__ import annotations
@@ -9,55 +16,88 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, SourceConfig, load_agent_config
+from agent.errors import ConfigError
 from agent.keys import load_private_key
+from agent.metrics import MetricsServer, Readiness, Registry, register_process_metrics
 from agent.pipeline import SealWorker, StreamPipeline, monotonic, received_now
 from agent.seal import ChainHead, Sealer
 from agent.ship import Shipper
 from agent.source_options import normalize_options, redaction_secret
 from agent.spool import Spool
+from agent.status import agent_status, register_agent_metrics, write_status
 from agent.watch import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
 _RESCAN_INTERVAL_S = 1.0
+_STATUS_INTERVAL_S = 2.0
 
 
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         node_key = load_private_key(config.key)
         self.sealer = Sealer(config.node_id, node_key, config.batch.zstd_level)
-        secret = redaction_secret(config, node_key)
+        self.secret = redaction_secret(config, node_key)
         self.spool = Spool(config.spool_dir, config.spool.max_bytes, config.spool.when_full)
-        heads: dict[str, ChainHead] = {}
-        self.seal_worker = SealWorker(self.sealer, self.spool, heads)
-        self.streams = [
-            StreamPipeline(source, config.node_id, self.sealer, self.spool, config.batch, config.tail, heads,
-                           self.seal_worker, normalize_options(source, secret))
-            for source in config.source
-        ]
+        self.heads: dict[str, ChainHead] = {}
+        self.seal_worker = SealWorker(self.sealer, self.spool, self.heads)
+        self.streams = [self._stream(source) for source in config.source]
         self.shipper = Shipper(config.aggregator, self.spool, config.ship, config.tls)
         self.stopping = threading.Event()
-        # Set by file-change notifications and by stop requests; the loop sleeps on it when idle.
+        self.reload_requested = threading.Event()
+        self.reloads: dict[str, int] = {"ok": 0, "failed": 0}
+        # Set by file-change notifications, stop and reload requests; the loop sleeps on it when idle.
         self.wake = threading.Event()
         self.watcher = ChangeWatcher([p for source in config.source for p in source.paths], self.wake)
+        self.metrics: MetricsServer | None = None
+
+    def _stream(self, source: SourceConfig, resume: StreamPipeline | None = None) -> StreamPipeline:
+        return StreamPipeline(source, self.config.node_id, self.sealer, self.spool, self.config.batch,
+                              self.config.tail, self.heads, self.seal_worker, normalize_options(source, self.secret),
+                              resume=resume)
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self.stopping.set()
         self.wake.set()
 
+    def request_reload(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        self.reload_requested.set()
+        self.wake.set()
+
+    def readiness(self) -> Readiness:
+        if self.shipper.stats.connected or self.spool.bytes_used < self.spool.max_bytes:
+            return Readiness.ok()
+        return Readiness.not_ready("not connected to the aggregator and the spool is full")
+
+    def _start_metrics(self) -> None:
+        if not self.config.metrics.listen:
+            return
+        registry = Registry()
+        register_process_metrics(registry, version="0.1.0", component="agent")
+        register_agent_metrics(registry, self)
+        self.metrics = MetricsServer(registry, self.config.metrics.listen, ready=self.readiness)
+        self.metrics.start()
+        log.info("metrics serving address=%s port=%d", self.config.metrics.listen, self.metrics.port)
+
     def run(self) -> int:
         log.info("agent starting node_id=%s aggregator=%s streams=%s pending_batches=%d",
                  self.config.node_id, self.config.aggregator, ",".join(s.name for s in self.streams),
                  self.spool.pending_count())
+        self._start_metrics()
         self.shipper.start()
         self.watcher.start()
-        poll_s = self.config.tail.poll_interval_ms / 1000
-        next_scan = 0.0
+        next_scan = next_status = 0.0
         while not self.stopping.is_set():
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+                next_scan = 0.0
             now = monotonic()
             if now >= next_scan or self.watcher.rescan.is_set():
                 self.watcher.rescan.clear()
@@ -73,41 +113,91 @@ class Agent:
                 stream.take_gaps(received, now)
                 stream.flush_due(received, now)
                 stream.seal_due(now)
+            if now >= next_status:
+                write_status(self.config.spool_dir, agent_status(self))
+                next_status = now + _STATUS_INTERVAL_S
             if not worked:
                 deadlines = [d for d in (s.linger_deadline() for s in self.streams) if d is not None]
-                wait = min([poll_s, *[max(0.0, d - now) for d in deadlines]])
+                wait = min([self.config.tail.poll_interval_ms / 1000, *[max(0.0, d - now) for d in deadlines]])
                 self.wake.wait(wait)
                 self.wake.clear()
         return self._shutdown()
+
+    def reload(self) -> None:
+        """Apply the config file again; positions, chain heads and held lines carry over."""
+        if self.config_path is None:
+            return
+        try:
+            new = load_agent_config(self.config_path)
+            for name in ("node_id", "key", "spool_dir"):
+                if getattr(new, name) != getattr(self.config, name):
+                    raise ConfigError(f"{name} cannot change on reload; restart the agent to change it")
+            for source in new.source:
+                normalize_options(source, self.secret)  # a policy file that does not load refuses the reload
+        except ConfigError as exc:
+            self.reloads["failed"] += 1
+            log.error("config reload refused; the running config stays reason=%s", exc)
+            return
+        received, now = received_now(), monotonic()
+        for stream in self.streams:
+            stream.take_gaps(received, now)
+            stream.seal()
+        self.seal_worker.drain()
+        old = {stream.name: stream for stream in self.streams}
+        old_config = self.config
+        self.config = new
+        self.streams = []
+        for source in new.source:
+            self.streams.append(self._stream(source, resume=old.pop(source.name or source.type, None)))
+        for gone in old.values():
+            gone.close()  # its positions stay in the spool's checkpoint for a later return
+        if (new.aggregator, new.tls, new.ship) != (old_config.aggregator, old_config.tls, old_config.ship):
+            self.shipper.stop()
+            self.shipper.join(timeout=10)
+            self.shipper = Shipper(new.aggregator, self.spool, new.ship, new.tls)
+            self.shipper.start()
+        self.watcher.stop()
+        self.watcher = ChangeWatcher([p for source in new.source for p in source.paths], self.wake)
+        self.watcher.start()
+        self.reloads["ok"] += 1
+        log.info("config reloaded streams=%s aggregator=%s", ",".join(s.name for s in self.streams), new.aggregator)
 
     def _shutdown(self) -> int:
         self.watcher.stop()
         # A batch that cannot be spooled now (spool full) is abandoned: its lines are read again at start.
         self.spool.stop_waiting()
-        received = received_now()
+        received, now = received_now(), monotonic()
         for stream in self.streams:
             # Held lines are kept with the last batch and fed again at next start; only what is
             # due by the assembler's own rule is released now.
-            stream.flush_due(received, monotonic())
+            stream.take_gaps(received, now)
+            stream.flush_due(received, now)
             stream.seal()
-            stream.close()
-            if stream.counters():
-                log.info("stream counters stream=%s %s", stream.name,
-                         " ".join(f"{k}={v}" for k, v in sorted(stream.counters().items())))
         self.seal_worker.drain()
         self.seal_worker.close()
         grace = self.config.ship.shutdown_grace_ms / 1000
         drained = self.spool.wait_empty(grace)
         self.shipper.stop()
         self.shipper.join(timeout=5)
+        status = agent_status(self)
+        write_status(self.config.spool_dir, status)
+        for stream in self.streams:
+            stream.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("agent stopped pending_batches=%d drained=%s stored=%d duplicate=%d rejected=%d",
                  self.spool.pending_count(), drained, self.shipper.stats.stored,
                  self.shipper.stats.duplicate, self.shipper.stats.rejected)
+        for stream in status["streams"]:
+            if stream["counters"]:
+                log.info("stream counters stream=%s %s", stream["name"],
+                         " ".join(f"{k}={v}" for k, v in sorted(stream["counters"].items())))
         return 0
 
 
-def run_agent(config: AgentConfig) -> int:
-    agent = Agent(config)
+def run_agent(config: AgentConfig, config_path: Path | None = None) -> int:
+    agent = Agent(config, config_path)
     signal.signal(signal.SIGTERM, agent.request_stop)
     signal.signal(signal.SIGINT, agent.request_stop)
+    signal.signal(signal.SIGHUP, agent.request_reload)
     return agent.run()

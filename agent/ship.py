@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class ShipStats:
     duplicate: int = 0
     rejected: int = 0
     reconnects: int = 0
+    connected: bool = False
+    last_ack_unix: float = 0.0
 
 
 def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:
@@ -153,6 +156,8 @@ class Shipper(threading.Thread):
             call = stream(session.requests(), wait_for_ready=False)
             self._call = call
             for ack in call:
+                self.stats.connected = True
+                self.stats.last_ack_unix = time.time()
                 key = (ack.stream_id, ack.seq)
                 if ack.status in SETTLED_STATUSES:
                     if ack.status == pb.Ack.STORED:
@@ -175,6 +180,7 @@ class Shipper(threading.Thread):
                 log.log(level, "aggregator stream ended; will reconnect target=%s code=%s detail=%s",
                         self.target, code, exc.details() if isinstance(exc, grpc.Call) else exc)
         finally:
+            self.stats.connected = False
             self._call = None
             self.stats.sent += session.sent
             session.close()

@@ -25,6 +25,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,7 @@ class Spool:
         target_dir.mkdir(exist_ok=True, mode=0o700)
         target = target_dir / f"{path.parent.name}-{path.name}"
         os.replace(path, target)
+        self._count("quarantined")
         log.error("spool record failed its check and was quarantined path=%s moved_to=%s reason=%s",
                   path, target, reason)
 
@@ -373,6 +375,17 @@ class Spool:
                     self._cached_bytes -= len(removed.data)
             self._lock.notify_all()
         return True
+
+    def oldest_pending_age(self) -> float:
+        """Seconds since the oldest unacked batch was spooled (0 when none)."""
+        with self._lock:
+            first = next(iter(self._pending.values()), None)
+        if first is None:
+            return 0.0
+        try:
+            return max(0.0, time.time() - first.path.stat().st_mtime)
+        except OSError:
+            return 0.0
 
     def pending_count(self) -> int:
         with self._lock:
