@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
+    from agent.detect_cli import add_detect_parser
+
+    add_detect_parser(sub)
+
     p = sub.add_parser("_bench-pipeline", help=argparse.SUPPRESS)
     p.add_argument("config")
     p.add_argument("events", type=int)
