@@ -133,6 +133,24 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_message_bytes: int = 72 << 20
+    """Largest gRPC message accepted (a batch decompresses to at most 64 MiB)."""
+    max_streams: int = 1024
+    """Agent streams served at once; more are refused with RESOURCE_EXHAUSTED."""
+    stream_idle_timeout_s: int = 300
+    """A stream that sends nothing for this long is closed (the agent reconnects when it has data)."""
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    rules: list[str] = field(default_factory=list)
+    """Sigma rule packs, files or folders (e.g. "builtin:all"); empty = no detection."""
+    alerts_file: Path | None = None
+    """Alerts are appended here as JSON lines (default: STORE/alerts.jsonl)."""
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     listen: str
     """host:port to serve gRPC on (port 0 picks a free port; see `port_file`)."""
@@ -143,6 +161,8 @@ class AggregatorConfig:
     port_file: Path | None = None
     """If set, the bound port is written here once serving (useful with port 0)."""
     store: StoreConfig = field(default_factory=StoreConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
 
@@ -344,6 +364,9 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
     _positive(config.store.segment_max_bytes, f"{where}: store.segment_max_bytes", 1 << 16)
     _check_tls(config.tls, f"{where}: tls")
     _check_metrics(config.metrics, f"{where}: metrics", aggregator=True)
+    _positive(config.limits.max_message_bytes, f"{where}: limits.max_message_bytes", 1 << 20, 1 << 30)
+    _positive(config.limits.max_streams, f"{where}: limits.max_streams", 1, 100_000)
+    _positive(config.limits.stream_idle_timeout_s, f"{where}: limits.stream_idle_timeout_s", 1)
     return config
 
 

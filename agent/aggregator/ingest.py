@@ -6,14 +6,18 @@ security event: logged with node, stream, seq, peer and verdict, and recorded in
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
+from agent.aggregator.detection import DetectionShell
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.store import Store
+from agent.normalize.common import Event, format_timestamp
 from agent.seal import Finding, Keyring, SealedBatch, Verdict, check_link, open_payload, verify_signature
 from agent.wire import WireError, batch_from_bytes
 
@@ -37,11 +41,28 @@ def _ack(stream: str, seq: int, status: int, finding: Finding | None = None) -> 
                   verdict=finding.verdict.name, reason=finding.reason)
 
 
+_CHAIN_VERDICTS = frozenset([Verdict.CHAIN_BROKEN, Verdict.SEQ_GAP, Verdict.FORKED, Verdict.REORDERED])
+
+
+def security_event(action: str, node: str, stream: str, seq: int, verdict: str, reason: str, peer: str) -> Event:
+    """An event of the aggregator's own (dataset `logseal.security`) for detection rules."""
+    now = format_timestamp(dt.datetime.now(dt.UTC))
+    return {"@timestamp": now, "event": {"kind": "event", "dataset": "logseal.security", "action": action,
+                                         "outcome": "failure", "category": ["configuration"], "type": ["denied"],
+                                         "id": f"security:{node}:{stream}:{seq}:{time.time_ns()}"},
+            "message": f"batch {node}/{stream}#{seq} rejected: {verdict}: {reason}",
+            "logseal": {"node": node, "stream": stream, "seq": seq, "verdict": verdict, "peer": peer}}
+
+
 class Ingestor:
-    def __init__(self, store: Store, keyring: Keyring) -> None:
+    def __init__(self, store: Store, keyring: Keyring, detection: DetectionShell | None = None) -> None:
         self.store = store
         self.keyring = keyring
+        self.detection = detection
         self.stats = IngestStats()
+        self.rejections_by_verdict: dict[tuple[str, str], int] = {}
+        self.acks_by_status: dict[tuple[str, str], int] = {}
+        self.last_batch_unix: dict[str, float] = {}
         self._keys_dir = store.directory / "keys"
         self._keys_dir.mkdir(exist_ok=True, mode=0o700)
 
@@ -60,7 +81,7 @@ class Ingestor:
         link = check_link(head, h, batch.batch_hash, known)
         if link.verdict is Verdict.REPLAYED:
             self.stats.duplicates += 1
-            return _ack(h.stream_id, h.seq, pb.Ack.DUPLICATE)
+            return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.DUPLICATE))
         if not link.ok:
             return self._reject(peer, batch, link)
         if batch.payload_dropped:
@@ -82,7 +103,10 @@ class Ingestor:
         self.store.append(raw, batch, index_rows(opened.body))
         self.stats.stored_batches += 1
         self.stats.stored_events += h.event_count
-        return _ack(h.stream_id, h.seq, pb.Ack.STORED)
+        self.last_batch_unix[h.node_id] = time.time()
+        if self.detection is not None:
+            self.detection.submit_body(opened.body)
+        return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.STORED))
 
     def _remember_key(self, node: str, key_id: str) -> None:
         """Keep the public key beside the batches it signs, for offline `verify`."""
@@ -102,4 +126,15 @@ class Ingestor:
         log.warning("batch rejected verdict=%s node=%s stream=%s seq=%d peer=%s reason=%s",
                     finding.verdict.name, node, stream, seq, peer, finding.reason)
         self.store.record_rejection(peer, node, stream, seq, finding.verdict.name, finding.reason)
-        return _ack(stream, seq, pb.Ack.REJECTED, finding)
+        key = (node or "?", finding.verdict.name)
+        self.rejections_by_verdict[key] = self.rejections_by_verdict.get(key, 0) + 1
+        if self.detection is not None:
+            action = "chain_break" if finding.verdict in _CHAIN_VERDICTS else "batch_rejected"
+            self.detection.submit_event(security_event(action, node, stream, seq, finding.verdict.name,
+                                                       finding.reason, peer))
+        return self._counted(node or "?", _ack(stream, seq, pb.Ack.REJECTED, finding))
+
+    def _counted(self, node: str, ack: pb.Ack) -> pb.Ack:
+        key = (node, pb.Ack.Status.Name(ack.status).lower())
+        self.acks_by_status[key] = self.acks_by_status.get(key, 0) + 1
+        return ack

@@ -2,31 +2,41 @@
 
 The handler receives each Batch as raw bytes (no deserializer), so what is stored is exactly what
 the agent signed and sent. Store work runs on one worker thread: ingest is single-writer.
+
+Hostile clients cannot take it down: messages are size-limited, the number of streams is bounded
+(more get RESOURCE_EXHAUSTED), a stream that sends nothing for `limits.stream_idle_timeout_s` is
+closed, dead connections are found by keepalive pings, and garbage is rejected per message.
+SIGHUP reloads the enrolled node keys. The standard gRPC health service answers on the gRPC port
+and, alone and in plaintext, on `[metrics] grpc_health_listen` (for the kubelet's probe).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import signal
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
+from agent.aggregator.detection import DetectionShell
 from agent.aggregator.ingest import Ingestor
 from agent.aggregator.store import Store
 from agent.config import AggregatorConfig
+from agent.errors import LogsealError
 from agent.keys import load_trusted_keys
+from agent.metrics import MetricsServer, Readiness, Registry, register_process_metrics
 from agent.seal import keyring_from
 
 log = logging.getLogger(__name__)
 
-_SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 80 << 20),
-    ("grpc.max_send_message_length", 4 << 20),
-]
+SERVICE = "logseal.v1.Ingest"
 
 
 def server_credentials(config: AggregatorConfig) -> grpc.ServerCredentials | None:
@@ -46,25 +56,124 @@ class Aggregator:
         self.config = config
         self.store = Store(config.store_dir, config.store.segment_max_bytes)
         keys = load_trusted_keys(config.trusted_keys_dir)
-        self.ingestor = Ingestor(self.store, keyring_from(keys))
+        self.detection = (DetectionShell(config.detect.rules, config.store_dir, config.detect.alerts_file)
+                          if config.detect.rules else None)
+        self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")
         self.port = 0
+        self.streams_open = 0
+        self.store_writable = True
+        self.latencies: list[float] = []
 
     async def _stream(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[pb.Ack]:
         loop = asyncio.get_running_loop()
         peer = context.peer()
-        async for raw in requests:
-            yield await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer)
+        idle = self.config.limits.stream_idle_timeout_s
+        iterator = requests.__aiter__()
+        self.streams_open += 1
+        try:
+            while True:
+                try:
+                    raw = await asyncio.wait_for(iterator.__anext__(), timeout=idle)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    log.info("closing a stream that sent nothing peer=%s idle_s=%d", peer, idle)
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no batch for {idle}s")
+                    return
+                started = time.monotonic()
+                try:
+                    ack = await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer)
+                except OSError as exc:
+                    self.store_writable = False
+                    log.error("store write failed; the batch is not acked and will be resent reason=%s", exc)
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "store not writable")
+                    return
+                self.store_writable = True
+                self.latencies = (self.latencies + [time.monotonic() - started])[-1000:]
+                yield ack
+        finally:
+            self.streams_open -= 1
 
-    async def serve(self, stop: asyncio.Event) -> None:
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+    def reload_keys(self) -> None:
+        try:
+            keys = load_trusted_keys(self.config.trusted_keys_dir)
+        except LogsealError as exc:
+            log.error("trusted keys reload refused; the loaded keys stay reason=%s", exc)
+            return
+        self.ingestor.keyring = keyring_from(keys)
+        log.info("trusted keys reloaded nodes=%d", len(keys))
+
+    def readiness(self) -> Readiness:
+        if not self.store_writable:
+            return Readiness.not_ready("the store is not writable")
+        return Readiness.ok()
+
+    def _metrics(self) -> MetricsServer | None:
+        if not self.config.metrics.listen:
+            return None
+        registry = Registry()
+        register_process_metrics(registry, version="0.1.0", component="aggregator")
+        received = registry.counter("logseal_aggregator_batches_received_total", "Batches received.", ["node"])
+        acks = registry.counter("logseal_aggregator_acks_total", "Acks sent.", ["node", "status"])
+        rejections = registry.counter("logseal_aggregator_rejections_total", "Rejected batches.", ["node", "verdict"])
+        store_bytes = registry.gauge("logseal_aggregator_store_bytes", "Bytes of segments and index.")
+        free = registry.gauge("logseal_aggregator_store_free_bytes", "Free bytes on the store's file system.")
+        writable = registry.gauge("logseal_aggregator_store_writable", "1 when the last write succeeded.")
+        last = registry.gauge("logseal_aggregator_last_batch_timestamp_seconds", "Last batch stored.", ["node"])
+        streams = registry.gauge("logseal_aggregator_streams_connected", "Open agent streams.")
+        latency = registry.gauge("logseal_aggregator_ingest_latency_p99_seconds",
+                                 "p99 of receive to fsynced ack over the last 1000 batches.")
+        alerts = registry.counter("logseal_aggregator_alerts_total", "Detection alerts raised.", ["rule", "level"])
+
+        def collect() -> None:
+            ing = self.ingestor
+            for (node, status), value in ing.acks_by_status.items():
+                acks.labels(node, status).mirror(value)
+            by_node: dict[str, int] = {}
+            for (node, _), value in ing.acks_by_status.items():
+                by_node[node] = by_node.get(node, 0) + value
+            for node, value in by_node.items():
+                received.labels(node).mirror(value)
+            for (node, verdict), value in ing.rejections_by_verdict.items():
+                rejections.labels(node, verdict).mirror(value)
+            for node, when in ing.last_batch_unix.items():
+                last.labels(node).set(when)
+            total = sum(p.stat().st_size for p in self.config.store_dir.rglob("*") if p.is_file())
+            store_bytes.set(total)
+            free.set(shutil.disk_usage(self.config.store_dir).free)
+            writable.set(1 if self.store_writable else 0)
+            streams.set(self.streams_open)
+            if self.latencies:
+                ordered = sorted(self.latencies)
+                latency.set(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
+            if self.detection is not None:
+                for (rule, level), value in self.detection.stats.alerts_by_rule.items():
+                    alerts.labels(rule, level).mirror(value)
+
+        registry.on_collect(collect)
+        return MetricsServer(registry, self.config.metrics.listen, ready=self.readiness)
+
+    async def serve(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
+        limits = self.config.limits
+        options = [
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", 4 << 20),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.max_connection_idle_ms", 15 * 60_000),
+        ]
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=limits.max_streams + 16)
         handler = grpc.method_handlers_generic_handler(
-            "logseal.v1.Ingest",
+            SERVICE,
             {"Stream": grpc.stream_stream_rpc_method_handler(
                 self._stream, request_deserializer=None, response_serializer=pb.Ack.SerializeToString)},
         )
         server.add_generic_rpc_handlers((handler,))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         credentials = server_credentials(self.config)
         if credentials is None:
             self.port = server.add_insecure_port(self.config.listen)
@@ -72,17 +181,46 @@ class Aggregator:
             self.port = server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        health_server = None
+        if self.config.metrics.grpc_health_listen:
+            health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+            health_server.add_insecure_port(self.config.metrics.grpc_health_listen)
+            await health_server.start()
         await server.start()
+        for name in ("", SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        metrics = self._metrics()
+        if metrics is not None:
+            metrics.start()
         host = self.config.listen.rpartition(":")[0]
         if self.config.port_file is not None:
             tmp = self.config.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
-            tmp.replace(self.config.port_file)
-        log.info("aggregator serving address=%s:%d store=%s tls=%s nodes=%d", host, self.port,
-                 self.config.store_dir, self.config.tls is not None, len(self.ingestor.keyring))
-        await stop.wait()
+            os.replace(tmp, self.config.port_file)
+        log.info("aggregator serving address=%s:%d store=%s tls=%s nodes=%d detection=%s", host, self.port,
+                 self.config.store_dir, self.config.tls is not None, len(self.ingestor.keyring),
+                 ",".join(self.config.detect.rules) or "off")
+        while not stop.is_set():
+            waiters = [asyncio.ensure_future(stop.wait())]
+            if reload is not None:
+                waiters.append(asyncio.ensure_future(reload.wait()))
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            if reload is not None and reload.is_set():
+                reload.clear()
+                self.reload_keys()
+        for name in ("", SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(grace=2)
+        if health_server is not None:
+            await health_server.stop(grace=1)
         self._worker.shutdown(wait=True)
+        if self.detection is not None:
+            self.detection.close()
+        if metrics is not None:
+            metrics.stop()
         s = self.ingestor.stats
         log.info("aggregator stopped stored_batches=%d stored_events=%d duplicates=%d rejected=%d",
                  s.stored_batches, s.stored_events, s.duplicates, s.rejected)
@@ -91,11 +229,12 @@ class Aggregator:
 
 def run_aggregator(config: AggregatorConfig) -> int:
     async def main() -> None:
-        stop = asyncio.Event()
+        stop, reload = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Aggregator(config).serve(stop)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        await Aggregator(config).serve(stop, reload)
 
     asyncio.run(main())
     return 0
