@@ -19,6 +19,7 @@ def test_bench_reports_every_figure_as_json() -> None:
     assert set(figures) >= FIGURES
     assert figures["events"] == 3000
     assert all(figures[name] > 0 for name in FIGURES)
+    assert figures["detect_events_per_s"] > 0
     per_family = figures["normalize_events_per_s"]
     assert {"k8s_audit", "auditd", "syslog"} <= set(per_family)
     assert all(rate > 0 for rate in per_family.values())
