@@ -83,7 +83,9 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from agent.aggregator.verify import verify_store
 
-    report = verify_store(Path(args.store), Path(args.keys) if args.keys else None)
+    report = verify_store(Path(args.store), Path(args.keys) if args.keys else None,
+                          Path(args.witness) if args.witness else None,
+                          Path(args.aggregator_pub) if args.aggregator_pub else None)
     if args.json:
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -91,11 +93,106 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(problem)
         for gap in report.gaps:
             print(gap)
+        for line in report.info:
+            print(f"info: {line}")
         verdict = "intact" if report.ok else f"{len(report.problems)} problem(s) found"
         if report.gaps:
             verdict += f", {len(report.gaps)} declared gap(s)"
-        print(f"{report.store}: {report.batches} batches, {report.events} events: {verdict}")
+        print(f"{report.store}: {report.batches} batches, {report.events} events, {report.checkpoints} "
+              f"checkpoint(s){f', {report.witnessed} witnessed' if report.witnessed else ''}: {verdict}")
     return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _cmd_prove(args: argparse.Namespace) -> int:
+    from agent.aggregator.prove import prove_event
+
+    bundle = prove_event(Path(args.store), args.event_id)
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        tmp.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n")
+        tmp.replace(out)
+    except OSError as exc:
+        raise LogsealError(f"--out {out}: cannot write: {exc.strerror}") from None
+    print(f"wrote {out}: event {bundle['event_id']}, leaf {bundle['leaf_index']} of a signed tree of "
+          f"{bundle['tree_size']} batches; check it with `logseal verify-bundle {out} --aggregator-pub FILE`")
+    return EXIT_OK
+
+
+def _cmd_verify_bundle(args: argparse.Namespace) -> int:
+    from agent.bundle import verify_bundle
+    from agent.keys import load_public_key
+
+    public_key = load_public_key(Path(args.aggregator_pub))
+    try:
+        bundle = orjson.loads(Path(args.bundle).read_bytes())
+    except OSError as exc:
+        raise LogsealError(f"{args.bundle}: cannot read: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise LogsealError(f"{args.bundle}: not JSON: {exc}") from None
+    problems = verify_bundle(bundle, public_key)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_PROBLEMS
+    print(f"{args.bundle}: event {bundle['event_id']} is in batch signed by its node and in the aggregator's "
+          f"signed tree of {bundle['tree_size']} batches: valid")
+    return EXIT_OK
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` with `mode` from the first byte; never overwrite."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise LogsealError(f"{path} already exists; certificates and keys are never overwritten") from None
+    except OSError as exc:
+        raise LogsealError(f"{path}: cannot create: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from agent import certs
+
+    now = dt.datetime.now(dt.UTC)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.certs_command == "init":
+        cert, key = certs.make_ca(args.name, now, args.days or certs.CA_DAYS)
+        _write_new(out / "ca-key.pem", key, 0o600)
+        _write_new(out / "ca.pem", cert, 0o644)
+        print(f"wrote {out / 'ca.pem'} and {out / 'ca-key.pem'} (private, mode 0600; keep it off the nodes)")
+        return EXIT_OK
+    ca_dir = Path(args.ca)
+    try:
+        ca_cert, ca_key = (ca_dir / "ca.pem").read_bytes(), (ca_dir / "ca-key.pem").read_bytes()
+    except OSError as exc:
+        raise LogsealError(f"--ca {ca_dir}: needs ca.pem and ca-key.pem (from `logseal certs init`): "
+                           f"{exc.strerror}") from None
+    days = args.days or certs.LEAF_DAYS
+    if args.aggregator == bool(args.node_id):
+        raise LogsealError("certs issue: give either --node-id ID (a node's client certificate) or --aggregator "
+                           "--san NAME (the aggregator's server certificate)")
+    if args.aggregator:
+        if not args.san:
+            raise LogsealError("certs issue --aggregator: give at least one --san (IP address or DNS name)")
+        cert, key = certs.issue_server_cert(ca_cert, ca_key, args.san, now, days)
+        name = "aggregator"
+    else:
+        cert, key = certs.issue_node_cert(ca_cert, ca_key, args.node_id, now, days)
+        name = args.node_id
+    _write_new(out / f"{name}-key.pem", key, 0o600)
+    _write_new(out / f"{name}.pem", cert, 0o644)
+    if not (out / "ca.pem").exists():
+        _write_new(out / "ca.pem", ca_cert, 0o644)
+    print(f"wrote {out / (name + '.pem')} and {out / (name + '-key.pem')} (private, mode 0600), with the CA "
+          f"certificate in {out / 'ca.pem'}; use them as [tls] cert, key and ca")
+    return EXIT_OK
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -206,8 +303,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="verify a store offline")
     p.add_argument("store")
     p.add_argument("--keys", help="enrolled keys folder (<node_id>.pub) instead of the store's own copies")
+    p.add_argument("--witness", help="folder of witnessed checkpoints (the aggregator's witness_dir)")
+    p.add_argument("--aggregator-pub", help="the aggregator's public key held apart from the store "
+                                            "(default: STORE/aggregator.pub)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("prove", help="write an evidence bundle for one stored event")
+    p.add_argument("store")
+    p.add_argument("--event-id", required=True, help="the event's event.id, node:stream:seq:index")
+    p.add_argument("--out", required=True, help="bundle file to write (JSON)")
+    p.set_defaults(func=_cmd_prove)
+
+    p = sub.add_parser("verify-bundle", help="check an evidence bundle offline with public keys only")
+    p.add_argument("bundle")
+    p.add_argument("--aggregator-pub", required=True, help="the aggregator's public key (PEM)")
+    p.set_defaults(func=_cmd_verify_bundle)
+
+    p = sub.add_parser("certs", help="a private CA and the mTLS certificates of nodes and the aggregator")
+    certs_sub = p.add_subparsers(dest="certs_command", required=True, parser_class=_Parser)
+    c = certs_sub.add_parser("init", help="create a CA: ca.pem and ca-key.pem (0600)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--name", default="logseal CA", help="the CA's common name")
+    c.add_argument("--days", type=int, help="validity in days (default 3650)")
+    c.set_defaults(func=_cmd_certs)
+    c = certs_sub.add_parser("issue", help="issue a node client or aggregator server certificate")
+    c.add_argument("--ca", required=True, help="folder with ca.pem and ca-key.pem")
+    c.add_argument("--node-id", help="a node's client certificate, naming it as logseal://node/ID")
+    c.add_argument("--aggregator", action="store_true", help="the aggregator's server certificate")
+    c.add_argument("--san", action="append", default=[], help="with --aggregator: an IP address or DNS name "
+                                                              "(repeat for more)")
+    c.add_argument("--out", required=True, help="folder for NAME.pem and NAME-key.pem (0600)")
+    c.add_argument("--days", type=int, help="validity in days (default 365)")
+    c.set_defaults(func=_cmd_certs)
 
     p = sub.add_parser("query", help="print stored events")
     p.add_argument("store")

@@ -165,6 +165,22 @@ class AggregatorConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
+    """With [tls], client certificates are required and a batch is accepted only if its node_id is the
+    node id of the client certificate (URI SAN `logseal://node/<id>`)."""
+    origin: str = ""
+    """Name of this aggregator's Merkle log, the first line of every checkpoint and the key name of its
+    signature. Default: `logseal/<host name at first start>`, recorded in the store; a log's origin
+    never changes, so a different value for an existing store is refused."""
+    aggregator_key: Path | None = None
+    """Ed25519 key that signs checkpoints. Default: STORE/aggregator.key, created at first start."""
+    checkpoint_every: int = 1000
+    """Sign a checkpoint after this many new batches ..."""
+    checkpoint_interval_s: int = 60
+    """... and every this many seconds when new batches arrived (and at shutdown)."""
+    witness_dir: Path | None = None
+    """If set, every signed checkpoint is also written here, one file per checkpoint
+    (`<size, 20 digits>.checkpoint`, never overwritten): e.g. a WORM mount that the store's
+    administrators cannot rewrite. `logseal verify STORE --witness DIR` checks the store against it."""
 
 
 T = TypeVar("T")
@@ -367,7 +383,22 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
     _positive(config.limits.max_message_bytes, f"{where}: limits.max_message_bytes", 1 << 20, 1 << 30)
     _positive(config.limits.max_streams, f"{where}: limits.max_streams", 1, 100_000)
     _positive(config.limits.stream_idle_timeout_s, f"{where}: limits.stream_idle_timeout_s", 1)
+    _positive(config.checkpoint_every, f"{where}: checkpoint_every", 1)
+    _positive(config.checkpoint_interval_s, f"{where}: checkpoint_interval_s", 1, 86_400)
+    if config.origin and not _valid_origin(config.origin):
+        raise ConfigError(f"{where}: origin: {config.origin!r} must be non-empty, without spaces or '+' "
+                          "(e.g. \"example.com/logseal\")")
+    if config.aggregator_key is not None and not config.aggregator_key.is_file():
+        raise ConfigError(f"{where}: aggregator_key: file {config.aggregator_key} does not exist (leave the key "
+                          "out to have one created in the store)")
+    if config.witness_dir is not None and config.witness_dir.exists() and not config.witness_dir.is_dir():
+        raise ConfigError(f"{where}: witness_dir: {config.witness_dir} is not a directory")
     return config
+
+
+def _valid_origin(origin: str) -> bool:
+    """A checkpoint origin that is also a valid signed-note key name."""
+    return bool(origin) and "+" not in origin and all(c.isprintable() and not c.isspace() for c in origin)
 
 
 def stream_name(source: SourceConfig) -> str:

@@ -12,7 +12,42 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.errors import KeyFileError
 from agent.seal import key_id_of
 
-__all__ = ["key_id_of", "load_private_key", "load_public_key", "load_trusted_keys", "write_keypair"]
+__all__ = ["key_id_of", "load_or_create_key", "load_private_key", "load_public_key", "load_trusted_keys",
+           "public_pem", "write_keypair"]
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _write_private(path: Path, private: Ed25519PrivateKey) -> None:
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # O_EXCL: an existing key is never replaced; 0o600 from the first byte (no chmod window).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_or_create_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
+    """The Ed25519 key at `path`, created (0600, fsynced) when there is none; (key, created)."""
+    if path.exists():
+        return load_private_key(path), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = Ed25519PrivateKey.generate()
+    try:
+        _write_private(path, private)
+    except OSError as exc:
+        raise KeyFileError(f"key file {path} cannot be created: {exc.strerror}") from None
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return private, True
 
 
 def write_keypair(node_id: str, out_dir: Path) -> tuple[Path, Path]:
@@ -21,19 +56,8 @@ def write_keypair(node_id: str, out_dir: Path) -> tuple[Path, Path]:
     key_path = out_dir / f"{node_id}.key"
     pub_path = out_dir / f"{node_id}.pub"
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    # O_EXCL: an existing key is never replaced; 0o600 from the first byte (no chmod window).
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    pub_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    pub_path.write_bytes(pub_pem)
+    _write_private(key_path, private)
+    pub_path.write_bytes(public_pem(private.public_key()))
     return key_path, pub_path
 
 

@@ -99,6 +99,15 @@ class Workspace:
         self.keys.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.port_file = root / "aggregator.port"
         self.aggregator: LocalProcess | None = None
+        self.processes: list[LocalProcess] = []
+
+    def stop_all(self) -> None:
+        """Kill whatever this workspace started and is still running (test teardown)."""
+        for proc in self.processes:
+            if proc.running():
+                proc.kill()
+            elif proc._log is not None and not proc._log.closed:
+                proc._log.close()
 
     def enrol(self, node_id: str) -> Path:
         key, pub = write_keypair(node_id, self.keys)
@@ -114,6 +123,7 @@ class Workspace:
         proc = LocalProcess("aggregator", [*logseal_command(), "aggregator", "--config", str(config)],
                             self.root / "aggregator.log")
         proc.start()
+        self.processes.append(proc)
         try:
             wait_for(lambda: self.port_file.exists() or not proc.running(), 30, "the aggregator to listen")
         except TimeoutError:
@@ -144,6 +154,7 @@ class Workspace:
         proc = LocalProcess(f"agent {config.stem}", [*logseal_command(), "agent", "--config", str(config)],
                             self.root / f"{config.stem}.log")
         proc.start()
+        self.processes.append(proc)
         return proc
 
     def stored_events(self) -> int:

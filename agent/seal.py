@@ -105,6 +105,7 @@ class Verdict(enum.Enum):
     REPLAYED = "replayed batch"
     REORDERED = "reordered batch"
     FORKED = "forked chain"
+    IDENTITY_MISMATCH = "node id differs from the client certificate's"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ from agent.localrun import Workspace
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
-    return Workspace(tmp_path / "ws")
+def workspace(tmp_path: Path) -> Iterator[Workspace]:
+    ws = Workspace(tmp_path / "ws")
+    yield ws
+    ws.stop_all()  # a failed test must not leave processes behind
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

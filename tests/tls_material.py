@@ -24,8 +24,9 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
                                   serialization.NoEncryption()))
 
 
-def make_tls_material(directory: Path) -> dict[str, Path]:
-    """ca.pem, server.pem/server-key.pem (for 127.0.0.1) and client.pem/client-key.pem."""
+def make_tls_material(directory: Path, node_id: str = "node-1") -> dict[str, Path]:
+    """ca.pem, server.pem/server-key.pem (for 127.0.0.1) and client.pem/client-key.pem, the client
+    certificate naming `node_id` (URI SAN logseal://node/<id>) as the aggregator requires."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -42,8 +43,10 @@ def make_tls_material(directory: Path) -> dict[str, Path]:
         cert = (x509.CertificateBuilder().subject_name(_name(f"logseal-{role}")).issuer_name(ca.subject)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                            x509.DNSName("localhost")]), critical=False)
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                    + ([x509.UniformResourceIdentifier(f"logseal://node/{node_id}")] if role == "client" else [])),
+                    critical=False)
                 .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
                 .sign(ca_key, hashes.SHA256()))
         paths[role] = directory / f"{role}.pem"

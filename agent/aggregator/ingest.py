@@ -2,6 +2,11 @@
 
 Pure decision (`decide`) apart from the store I/O (`Ingestor.handle`). Every rejection is a
 security event: logged with node, stream, seq, peer and verdict, and recorded in the store.
+
+With `bind_identity` (the server has [tls]), a batch is accepted only if its header's node id is the
+node id of the client certificate it came with (`IDENTITY_MISMATCH` otherwise). A correctly signed
+batch for a (node, stream, seq) already stored with another hash is equivocation: it is kept as
+evidence (`equivocations`), never stored over the first, and rejected as `FORKED`.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
+from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.store import Store
+from agent.errors import StoreError
 from agent.normalize.common import Event, format_timestamp
 from agent.seal import Finding, Keyring, SealedBatch, Verdict, check_link, open_payload, verify_signature
 from agent.wire import WireError, batch_from_bytes
@@ -32,6 +39,7 @@ class IngestStats:
     rejected: int = 0
     dropped_batches: int = 0
     bytes_in: int = 0
+    equivocations: int = 0
 
 
 def _ack(stream: str, seq: int, status: int, finding: Finding | None = None) -> pb.Ack:
@@ -55,10 +63,13 @@ def security_event(action: str, node: str, stream: str, seq: int, verdict: str, 
 
 
 class Ingestor:
-    def __init__(self, store: Store, keyring: Keyring, detection: DetectionShell | None = None) -> None:
+    def __init__(self, store: Store, keyring: Keyring, detection: DetectionShell | None = None, *,
+                 checkpointer: Checkpointer | None = None, bind_identity: bool = False) -> None:
         self.store = store
         self.keyring = keyring
         self.detection = detection
+        self.checkpointer = checkpointer
+        self.bind_identity = bind_identity
         self.stats = IngestStats()
         self.rejections_by_verdict: dict[tuple[str, str], int] = {}
         self.acks_by_status: dict[tuple[str, str], int] = {}
@@ -66,13 +77,19 @@ class Ingestor:
         self._keys_dir = store.directory / "keys"
         self._keys_dir.mkdir(exist_ok=True, mode=0o700)
 
-    def handle(self, raw: bytes, peer: str) -> pb.Ack:
+    def handle(self, raw: bytes, peer: str, cert_node: str | None = None) -> pb.Ack:
+        """Verify, store and ack one batch; `cert_node` is the node id of the peer's client certificate."""
         self.stats.bytes_in += len(raw)
         try:
             batch = batch_from_bytes(raw)
         except WireError as exc:
             return self._reject(peer, None, Finding(Verdict.MALFORMED, str(exc)))
         h = batch.header
+        if self.bind_identity and h.node_id != cert_node:
+            named = f"node {cert_node!r}" if cert_node else "no node (no logseal://node/ URI SAN)"
+            return self._reject(peer, batch, Finding(Verdict.IDENTITY_MISMATCH,
+                                                     f"batch for node {h.node_id!r} sent with a client certificate "
+                                                     f"naming {named}"))
         finding = verify_signature(batch, self.keyring)
         if not finding.ok:
             return self._reject(peer, batch, finding)
@@ -82,6 +99,12 @@ class Ingestor:
         if link.verdict is Verdict.REPLAYED:
             self.stats.duplicates += 1
             return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.DUPLICATE))
+        if link.verdict is Verdict.FORKED and known is not None:
+            if self.store.record_equivocation(peer, raw, batch, known):
+                self.stats.equivocations += 1
+            log.error("equivocation: a second signed batch for a stored seq, kept as evidence node=%s stream=%s "
+                      "seq=%d stored_hash=%s new_hash=%s peer=%s", h.node_id, h.stream_id, h.seq, known.hex(),
+                      batch.batch_hash.hex(), peer)
         if not link.ok:
             return self._reject(peer, batch, link)
         if batch.payload_dropped:
@@ -91,6 +114,7 @@ class Ingestor:
                 return self._reject(peer, batch, Finding(Verdict.MALFORMED, "a dropped batch carries a payload"))
             self._remember_key(h.node_id, h.key_id)
             self.store.append(raw, batch, [])
+            self._after_append()
             self.stats.stored_batches += 1
             self.stats.dropped_batches += 1
             log.warning("batch stored without its payload (dropped by the agent: spool full) node=%s stream=%s "
@@ -101,12 +125,20 @@ class Ingestor:
             return self._reject(peer, batch, opened.finding)
         self._remember_key(h.node_id, h.key_id)
         self.store.append(raw, batch, index_rows(opened.body))
+        self._after_append()
         self.stats.stored_batches += 1
         self.stats.stored_events += h.event_count
         self.last_batch_unix[h.node_id] = time.time()
         if self.detection is not None:
             self.detection.submit_body(opened.body)
         return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.STORED))
+
+    def _after_append(self) -> None:
+        if self.checkpointer is not None:
+            try:
+                self.checkpointer.after_append(time.time_ns())
+            except StoreError as exc:  # the batch is stored; the tree gets no signature it does not deserve
+                log.error("checkpoint refused reason=%s", exc)
 
     def _remember_key(self, node: str, key_id: str) -> None:
         """Keep the public key beside the batches it signs, for offline `verify`."""

@@ -8,11 +8,16 @@ Hostile clients cannot take it down: messages are size-limited, the number of st
 closed, dead connections are found by keepalive pings, and garbage is rejected per message.
 SIGHUP reloads the enrolled node keys. The standard gRPC health service answers on the gRPC port
 and, alone and in plaintext, on `[metrics] grpc_health_listen` (for the kubelet's probe).
+
+With [tls], each batch's node id must be the node id of the client certificate of its stream (read
+from the TLS auth context). Checkpoints of the store's Merkle log are signed on the store thread:
+by batch count after an append, by a timer, and at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -25,9 +30,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
+from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
 from agent.aggregator.ingest import Ingestor
 from agent.aggregator.store import Store
+from agent.certs import CertError, node_id_from_cert
 from agent.config import AggregatorConfig
 from agent.errors import LogsealError
 from agent.keys import load_trusted_keys
@@ -51,6 +58,17 @@ def server_credentials(config: AggregatorConfig) -> grpc.ServerCredentials | Non
     )
 
 
+def peer_node_id(context: grpc.aio.ServicerContext) -> str | None:
+    """The node id of the stream's client certificate (None when it names none)."""
+    pems = context.auth_context().get("x509_pem_cert") or []
+    if len(pems) != 1:
+        return None
+    try:
+        return node_id_from_cert(pems[0])
+    except CertError:
+        return None
+
+
 class Aggregator:
     def __init__(self, config: AggregatorConfig) -> None:
         self.config = config
@@ -58,7 +76,9 @@ class Aggregator:
         keys = load_trusted_keys(config.trusted_keys_dir)
         self.detection = (DetectionShell(config.detect.rules, config.store_dir, config.detect.alerts_file)
                           if config.detect.rules else None)
-        self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection)
+        self.checkpointer = Checkpointer.from_config(self.store, config, time.time_ns())
+        self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection, checkpointer=self.checkpointer,
+                                 bind_identity=config.tls is not None)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")
         self.port = 0
         self.streams_open = 0
@@ -69,6 +89,7 @@ class Aggregator:
                       ) -> AsyncIterator[pb.Ack]:
         loop = asyncio.get_running_loop()
         peer = context.peer()
+        cert_node = peer_node_id(context) if self.config.tls is not None else None
         idle = self.config.limits.stream_idle_timeout_s
         iterator = requests.__aiter__()
         self.streams_open += 1
@@ -84,7 +105,7 @@ class Aggregator:
                     return
                 started = time.monotonic()
                 try:
-                    ack = await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer)
+                    ack = await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer, cert_node)
                 except OSError as exc:
                     self.store_writable = False
                     log.error("store write failed; the batch is not acked and will be resent reason=%s", exc)
@@ -95,6 +116,19 @@ class Aggregator:
                 yield ack
         finally:
             self.streams_open -= 1
+
+    async def _checkpoint_timer(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        period = min(self.config.checkpoint_interval_s, 5)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            if stop.is_set():
+                return
+            try:
+                await loop.run_in_executor(self._worker, self.checkpointer.tick, time.time_ns())
+            except LogsealError as exc:
+                log.error("checkpoint refused reason=%s", exc)
 
     def reload_keys(self) -> None:
         try:
@@ -193,6 +227,7 @@ class Aggregator:
         metrics = self._metrics()
         if metrics is not None:
             metrics.start()
+        timer = asyncio.ensure_future(self._checkpoint_timer(stop))
         host = self.config.listen.rpartition(":")[0]
         if self.config.port_file is not None:
             tmp = self.config.port_file.with_suffix(".tmp")
@@ -216,14 +251,19 @@ class Aggregator:
         await server.stop(grace=2)
         if health_server is not None:
             await health_server.stop(grace=1)
+        await timer
         self._worker.shutdown(wait=True)
+        try:
+            self.checkpointer.sign(time.time_ns())
+        except LogsealError as exc:
+            log.error("checkpoint refused at shutdown reason=%s", exc)
         if self.detection is not None:
             self.detection.close()
         if metrics is not None:
             metrics.stop()
         s = self.ingestor.stats
-        log.info("aggregator stopped stored_batches=%d stored_events=%d duplicates=%d rejected=%d",
-                 s.stored_batches, s.stored_events, s.duplicates, s.rejected)
+        log.info("aggregator stopped stored_batches=%d stored_events=%d duplicates=%d rejected=%d checkpoints=%d",
+                 s.stored_batches, s.stored_events, s.duplicates, s.rejected, self.checkpointer.signed)
         self.store.close()
 
 

@@ -7,6 +7,11 @@ Design constraints:
   it acked. On open, bytes past the last indexed record (never acked) are cut off and logged.
 - The chain head of each (node, stream) is the indexed batch with the highest seq: derived from
   the index, never kept twice.
+- Every stored batch is a leaf `merkle.leaf_hash(batch_hash)` of one RFC 6962 tree, in ingest
+  order: leaf index = `batches.id - 1`. The tree's O(log n) append state (`merkle` row) is written
+  in the same SQLite transaction as the batch row, so a crash can never leave them apart.
+- Equivocation evidence (a batch signed for a (node, stream, seq) already stored with another hash)
+  is kept in `equivocations` with its raw bytes; it never replaces the stored batch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import merkle
 from agent.aggregator.index_rows import IndexRow
 from agent.errors import StoreError
 from agent.seal import GENESIS, ChainHead, SealedBatch
@@ -59,6 +65,18 @@ CREATE TABLE IF NOT EXISTS rejections (
     id INTEGER PRIMARY KEY, received_ns INTEGER NOT NULL, peer TEXT, node TEXT, stream TEXT,
     seq INTEGER, verdict TEXT NOT NULL, reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS merkle (  -- one row: the tree's append state after the last batch
+    id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, state BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (  -- signed tree heads, in signing order
+    id INTEGER PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, note TEXT NOT NULL,
+    time_ns INTEGER NOT NULL, state BLOB NOT NULL  -- state: the Merkle append state at `size`
+);
+CREATE TABLE IF NOT EXISTS equivocations (  -- a second, different batch for a stored (node, stream, seq)
+    id INTEGER PRIMARY KEY, received_ns INTEGER NOT NULL, peer TEXT, node TEXT NOT NULL,
+    stream TEXT NOT NULL, seq INTEGER NOT NULL, stored_hash BLOB NOT NULL, hash BLOB NOT NULL,
+    batch BLOB NOT NULL, UNIQUE (node, stream, seq, hash)
+);
 """
 
 
@@ -73,6 +91,21 @@ class BatchLocation:
     offset: int
     length: int
     event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    time_ns: int
+    state: bytes
+
+
+def read_checkpoints(db: sqlite3.Connection) -> list[StoredCheckpoint]:
+    """Every checkpoint the store signed, in signing order."""
+    return [StoredCheckpoint(int(r[0]), bytes(r[1]), str(r[2]), int(r[3]), bytes(r[4])) for r in db.execute(
+        "SELECT size, root, note, time_ns, state FROM checkpoints ORDER BY id")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +200,36 @@ class Store:
                              f"{STORE_FORMAT_VERSION}")
         self._heads: dict[tuple[str, str], ChainHead] = {}
         self._open_active_segment()
+        self.tree = self._load_tree()
+
+    def _load_tree(self) -> merkle.MerkleState:
+        """The Merkle append state, built once from the index for a store that predates it."""
+        count = int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0])
+        row = self.db.execute("SELECT size, state FROM merkle WHERE id = 1").fetchone()
+        if row is not None:
+            try:
+                tree = merkle.MerkleState.from_bytes(bytes(row[1]))
+            except merkle.MerkleError as exc:
+                raise StoreError(f"store {self.directory}: the Merkle state is damaged ({exc}); "
+                                 "run `logseal verify` on it") from None
+            if tree.size != count or int(row[0]) != count:
+                raise StoreError(f"store {self.directory}: the Merkle state covers {int(row[0])} (frontier: "
+                                 f"{tree.size}) batches but the index holds {count}; run `logseal verify` on it")
+            return tree
+        tree = merkle.MerkleState()
+        tree.extend(merkle.leaf_hash(bytes(h)) for (h,) in self.db.execute("SELECT hash FROM batches ORDER BY id"))
+        if tree.size != count:
+            raise StoreError(f"store {self.directory}: batch ids are not 1..{count}; run `logseal verify` on it")
+        self.db.execute("INSERT INTO merkle VALUES (1, ?, ?)", (tree.size, tree.to_bytes()))
+        if count:
+            log.info("built the Merkle log of an existing store batches=%d", count)
+        return tree
+
+    def leaf_hashes(self, start: int = 0, stop: int | None = None) -> list[bytes]:
+        """Leaf hashes of leaves start..stop-1 (ingest order), from the index."""
+        end = self.tree.size if stop is None else stop
+        return [merkle.leaf_hash(bytes(h)) for (h,) in self.db.execute(
+            "SELECT hash FROM batches WHERE id > ? AND id <= ? ORDER BY id", (start, end))]
 
     def _open_active_segment(self) -> None:
         """Reopen the segment to append to, cutting off at most the one record that was never acked.
@@ -247,6 +310,8 @@ class Store:
         self._size += len(record)
         h = batch.header
         db = self.db
+        tree = self.tree.copy()
+        leaf_index = tree.append(merkle.leaf_hash(batch.batch_hash))
         db.execute("BEGIN")
         try:
             cur = db.execute(
@@ -257,6 +322,10 @@ class Store:
                  time.time_ns(), int(batch.payload_dropped)),
             )
             batch_id = int(cur.lastrowid or 0)
+            if batch_id != leaf_index + 1:
+                raise StoreError(f"batch id {batch_id} is not Merkle leaf {leaf_index} + 1; the index was changed "
+                                 "under the store")
+            db.execute("UPDATE merkle SET size = ?, state = ? WHERE id = 1", (tree.size, tree.to_bytes()))
             node = h.node_id
             db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
                            [(batch_id, r[0], r[1], node, r[2], r[3], r[4]) for r in rows])
@@ -266,8 +335,31 @@ class Store:
             os.ftruncate(self._fd, offset)
             self._size = offset
             raise
+        self.tree = tree
         self._heads[(h.node_id, h.stream_id)] = ChainHead(h.seq, batch.batch_hash)
         return batch_id
+
+    def record_equivocation(self, peer: str, raw: bytes, batch: SealedBatch, stored_hash: bytes) -> bool:
+        """Keep a second, differently-hashed batch for a stored (node, stream, seq) as evidence.
+
+        Returns False when this exact batch was already kept. The stored batch is never touched.
+        """
+        h = batch.header
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO equivocations (received_ns, peer, node, stream, seq, stored_hash, hash, batch) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (time.time_ns(), peer, h.node_id, h.stream_id, h.seq, stored_hash, batch.batch_hash, raw))
+        return cur.rowcount > 0
+
+    def add_checkpoint(self, size: int, root: bytes, note: str, time_ns: int, state: bytes) -> None:
+        self.db.execute("INSERT INTO checkpoints (size, root, note, time_ns, state) VALUES (?,?,?,?,?)",
+                        (size, root, note, time_ns, state))
+
+    def last_checkpoint(self) -> StoredCheckpoint | None:
+        row = self.db.execute("SELECT size, root, note, time_ns, state FROM checkpoints ORDER BY id DESC "
+                              "LIMIT 1").fetchone()
+        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), str(row[2]), int(row[3]),
+                                                         bytes(row[4]))
 
     def record_rejection(self, peer: str, node: str, stream: str, seq: int, verdict: str, reason: str) -> None:
         self.db.execute("INSERT INTO rejections (received_ns, peer, node, stream, seq, verdict, reason) "

@@ -1,18 +1,32 @@
-"""Offline verification of a store: every record, signature, digest, chain link and index row.
+"""Offline verification of a store: every record, signature, digest, chain link and index row,
+and the Merkle log with its signed checkpoints.
 
 Reads only; names each problem with where it is (segment, offset) and which batch it concerns.
+
+The Merkle log is recomputed from the segments (leaf = leaf_hash(batch hash) of each record, in
+segment order, which is ingest order). Every checkpoint, the store's own and each in a witness
+folder, must verify with the aggregator's public key (`checkpoint-signature`) and name a tree
+this store holds: a checkpoint larger than the store (its index) is a `rollback`; a store checkpoint whose root
+is not the recomputed root at its size is an `inclusion-failure` (a stored batch under it was
+changed, removed or inserted); a witness checkpoint whose root differs is `inconsistent-checkpoints`
+(the store forked from what was witnessed). A checkpoint larger than the segments but not than the
+index is an `inclusion-failure` (batches under it are missing). Batches after the last checkpoint are reported as
+information ("unsealed tail"), not as a problem.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent import merkle
 from agent.aggregator.index_rows import index_rows
-from agent.aggregator.store import connect_index, read_segment
+from agent.aggregator.store import StoredCheckpoint, connect_index, read_checkpoints, read_segment
+from agent.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from agent.errors import StoreError
 from agent.keys import load_public_key, load_trusted_keys
 from agent.seal import ChainTracker, Verdict, keyring_from, open_payload, verify_signature
@@ -50,6 +64,10 @@ class Report:
     events: int = 0
     problems: list[Problem] = field(default_factory=list)
     gaps: list[DeclaredGap] = field(default_factory=list)
+    tree_size: int = 0
+    checkpoints: int = 0
+    witnessed: int = 0
+    info: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -57,7 +75,9 @@ class Report:
 
     def to_json(self) -> dict[str, object]:
         return {"store": self.store, "ok": self.ok, "batches": self.batches, "events": self.events,
-                "problems": [asdict(p) for p in self.problems], "declared_gaps": [asdict(g) for g in self.gaps]}
+                "problems": [asdict(p) for p in self.problems], "declared_gaps": [asdict(g) for g in self.gaps],
+                "tree_size": self.tree_size, "checkpoints": self.checkpoints, "witness_checkpoints": self.witnessed,
+                "info": self.info}
 
 
 def store_keyring(store_dir: Path, keys_dir: Path | None) -> dict[str, dict[str, Ed25519PublicKey]]:
@@ -91,7 +111,8 @@ _KIND_BY_VERDICT = {
 }
 
 
-def verify_store(store_dir: Path, keys_dir: Path | None = None) -> Report:
+def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Path | None = None,
+                 aggregator_pub: Path | None = None) -> Report:
     index_path = store_dir / "index.db"
     segments_dir = store_dir / "segments"
     if not index_path.is_file() or not segments_dir.is_dir():
@@ -105,7 +126,9 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None) -> Report:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the index of {store_dir}: {exc}") from None
     by_location = {(r[5], r[6]): r for r in rows}
+    by_identity = {(r[1], r[2], r[3], bytes(r[4])): r for r in rows}
     seen: set[int] = set()
+    leaves: list[bytes] = []
     chains: dict[tuple[str, str], ChainTracker] = {}
     last_id = 0
 
@@ -119,6 +142,8 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None) -> Report:
             named = f"{row[1]}/{row[2]}#{row[3]}" if row else ""
             if record.problem:
                 add("modified", where, named, record.problem)
+                if row:
+                    leaves.append(merkle.leaf_hash(bytes(row[4])))
                 continue
             if not record.crc_ok:
                 add("modified", where, named, "record checksum mismatch: the stored bytes were changed")
@@ -128,9 +153,14 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None) -> Report:
                 add("modified", where, named, str(exc))
                 if row:
                     seen.add(row[0])
+                    leaves.append(merkle.leaf_hash(bytes(row[4])))
                 continue
+            leaves.append(merkle.leaf_hash(batch.batch_hash))
             h = batch.header
             name = f"{h.node_id}/{h.stream_id}#{h.seq}"
+            same = by_identity.get((h.node_id, h.stream_id, h.seq, batch.batch_hash))
+            if same is not None and same is not row and same[0] not in seen:
+                row = same  # an indexed batch found at another place (records before it were removed)
             report.batches += 1
             if batch.payload_dropped:
                 report.gaps.append(DeclaredGap(where, name, f"payload of {h.event_count} events dropped by the node "
@@ -174,5 +204,132 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None) -> Report:
         if r[0] not in seen:
             add("missing", f"{r[5]}@{r[6]}", f"{r[1]}/{r[2]}#{r[3]}",
                 "the index lists this batch but no record is at that place")
+    _check_equivocations(db, keyring, add)
+    try:
+        stored = read_checkpoints(db)
+        origin_row = db.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+    except sqlite3.Error:  # a store from before the Merkle log
+        stored, origin_row = [], None
     db.close()
+    witnessed = _read_witness(witness_dir) if witness_dir is not None else []
+    origin = None if origin_row is None else str(origin_row[0])
+    _check_log(report, store_dir, leaves, len(rows), stored, origin, witnessed, aggregator_pub, add)
     return report
+
+
+def _check_equivocations(db: sqlite3.Connection, keyring: dict[str, dict[str, Ed25519PublicKey]],
+                         add: Callable[[str, str, str, str], None]) -> None:
+    try:
+        rows = db.execute("SELECT id, node, stream, seq, stored_hash, hash, batch FROM equivocations "
+                          "ORDER BY id").fetchall()
+    except sqlite3.Error:
+        return
+    for eid, node, stream, seq, stored_hash, new_hash, raw in rows:
+        detail = (f"the node signed two different batches for this seq (stored {bytes(stored_hash).hex()[:16]}, "
+                  f"also received {bytes(new_hash).hex()[:16]}); the second is kept as evidence")
+        try:
+            finding = verify_signature(batch_from_bytes(bytes(raw)), keyring)
+        except WireError as exc:
+            detail += f"; but the evidence is not a batch: {exc}"
+        else:
+            if not finding.ok:
+                detail += f"; but the evidence's signature does not verify: {finding}"
+        add("equivocation", f"equivocations#{eid}", f"{node}/{stream}#{seq}", detail)
+
+
+def _read_witness(directory: Path) -> list[tuple[str, str]]:
+    """(file name, note text) of every checkpoint file in a witness folder."""
+    if not directory.is_dir():
+        raise StoreError(f"--witness {directory}: not a directory")
+    try:
+        return [(p.name, p.read_text(errors="replace")) for p in sorted(directory.glob("*.checkpoint"))]
+    except OSError as exc:
+        raise StoreError(f"--witness {directory}: cannot read: {exc.strerror}") from None
+
+
+def _origin_of(note: str) -> str:
+    return note.partition("\n")[0]
+
+
+def _check_log(report: Report, store_dir: Path, leaves: list[bytes], indexed: int, stored: list[StoredCheckpoint],
+               origin: str | None, witnessed: list[tuple[str, str]], aggregator_pub: Path | None,
+               add: Callable[[str, str, str, str], None]) -> None:
+    report.tree_size = len(leaves)
+    report.checkpoints = len(stored)
+    report.witnessed = len(witnessed)
+    pub_path = aggregator_pub if aggregator_pub is not None else store_dir / "aggregator.pub"
+    if aggregator_pub is not None or pub_path.exists():
+        public_key: Ed25519PublicKey | None = load_public_key(pub_path)
+    else:
+        public_key = None
+        if stored or witnessed:
+            add("checkpoint-signature", str(pub_path), "", "no aggregator public key to check the checkpoints "
+                                                           "with (give --aggregator-pub FILE)")
+
+    def opened(note: str, where: str) -> Checkpoint | None:
+        if public_key is None:
+            return None
+        try:
+            return open_checkpoint(note, _origin_of(note), public_key)
+        except CheckpointError as exc:
+            add("checkpoint-signature", where, "", f"the checkpoint does not verify with the aggregator key: {exc}")
+            return None
+
+    good: list[tuple[str, Checkpoint, bool]] = []  # (where, checkpoint, from the witness)
+    previous: Checkpoint | None = None
+    for i, row in enumerate(stored, 1):
+        where = f"checkpoint #{i} (size {row.size})"
+        cp = opened(row.note, where)
+        if cp is None:
+            continue
+        if (cp.size, cp.root) != (row.size, row.root):
+            add("index-mismatch", where, "", f"the checkpoint row says size {row.size}, the signed note {cp.size}")
+        if origin is not None and cp.origin != origin:
+            add("inconsistent-checkpoints", where, "", f"signed for log {cp.origin!r}, the store's log is {origin!r}")
+        if previous is not None and cp.size < previous.size:
+            add("inconsistent-checkpoints", where, "", f"signed a tree of {cp.size} batches after one of "
+                                                       f"{previous.size}")
+        previous = cp
+        good.append((where, cp, False))
+    for name, note in witnessed:
+        where = f"witness {name}"
+        cp = opened(note, where)
+        if cp is None:
+            continue
+        if origin is not None and cp.origin != origin:
+            report.info.append(f"{where}: a checkpoint of another log ({cp.origin!r}), not checked")
+            continue
+        good.append((where, cp, True))
+    own = {(cp.size, cp.root) for _, cp, witness in good if not witness}
+    good = [g for g in good if not (g[2] and (g[1].size, g[1].root) in own)]  # witnessed = already checked
+    roots = _roots_at(leaves, {cp.size for _, cp, _ in good if cp.size <= len(leaves)})
+    for where, cp, witness in good:
+        if cp.size > indexed:
+            add("rollback", where, "", f"a checkpoint of {cp.size} batches was signed, the store holds "
+                                       f"{indexed}: batches were removed from its end")
+        elif cp.size > len(leaves):
+            add("inclusion-failure", where, "", f"a checkpoint of {cp.size} batches was signed, the segments hold "
+                                                f"{len(leaves)}: batches under it are missing")
+        elif roots[cp.size] != cp.root:
+            if witness:
+                add("inconsistent-checkpoints", where, "", f"the store's tree of {cp.size} batches has another "
+                                                           "root than the witnessed checkpoint: the store forked")
+            else:
+                add("inclusion-failure", where, "", f"the root of the store's first {cp.size} batches is not the "
+                                                    "signed root: a batch under this checkpoint was changed, "
+                                                    "removed or inserted")
+    sealed = max((cp.size for _, cp, witness in good if not witness), default=0)
+    if len(leaves) > sealed:
+        report.info.append(f"unsealed tail: {len(leaves) - sealed} batch(es) after the last checkpoint "
+                           f"(size {sealed}); a later checkpoint will cover them")
+
+
+def _roots_at(leaves: list[bytes], sizes: set[int]) -> dict[int, bytes]:
+    """The Merkle root of the first `size` leaves for each size, in one pass."""
+    roots = {0: merkle.EMPTY_ROOT} if 0 in sizes else {}
+    state = merkle.MerkleState()
+    for leaf in leaves:
+        state.append(leaf)
+        if state.size in sizes:
+            roots[state.size] = state.root()
+    return roots

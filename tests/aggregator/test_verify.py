@@ -56,7 +56,9 @@ def test_intact_store_verifies_with_exit_0(store) -> None:
     assert result.returncode == 0, result.stdout
     report = orjson.loads(result.stdout)
     assert report == {"store": str(directory), "ok": True, "batches": 4, "events": 20, "problems": [],
-                      "declared_gaps": []}
+                      "declared_gaps": [], "tree_size": 4, "checkpoints": 0, "witness_checkpoints": 0,
+                      "info": ["unsealed tail: 4 batch(es) after the last checkpoint (size 0); a later checkpoint "
+                               "will cover them"]}
 
 
 def test_one_flipped_byte_in_a_segment_exits_1_and_names_the_batch(store) -> None:
