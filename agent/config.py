@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.aggregator.alert_outputs import AlertOutputConfig
 from agent.errors import ConfigError
 
 SOURCE_TYPES = ("k8s_audit", "auditd", "syslog", "journald", "cri")
@@ -148,6 +149,8 @@ class DetectConfig:
     """Sigma rule packs, files or folders (e.g. "builtin:all"); empty = no detection."""
     alerts_file: Path | None = None
     """Alerts are appended here as JSON lines (default: STORE/alerts.jsonl)."""
+    baselines: bool = False
+    """Also run the anomaly baselines (new combinations and sources, rate spikes), with their defaults."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class AggregatorConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    alert_output: list[AlertOutputConfig] = field(default_factory=list)
+    """`[[alert_output]]` tables: where alerts go besides `detect.alerts_file` (file, webhook, syslog)."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
     """With [tls], client certificates are required and a batch is accepted only if its node_id is the

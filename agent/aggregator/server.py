@@ -36,6 +36,7 @@ from agent.aggregator.ingest import Ingestor
 from agent.aggregator.store import Store
 from agent.certs import CertError, node_id_from_cert
 from agent.config import AggregatorConfig
+from agent.detect.baseline import BaselineConfig
 from agent.errors import LogsealError
 from agent.keys import load_trusted_keys
 from agent.metrics import MetricsServer, Readiness, Registry, register_process_metrics
@@ -74,8 +75,10 @@ class Aggregator:
         self.config = config
         self.store = Store(config.store_dir, config.store.segment_max_bytes)
         keys = load_trusted_keys(config.trusted_keys_dir)
-        self.detection = (DetectionShell(config.detect.rules, config.store_dir, config.detect.alerts_file)
-                          if config.detect.rules else None)
+        self.detection = (DetectionShell(config.detect.rules, config.store_dir, config.detect.alerts_file,
+                                         outputs=config.alert_output,
+                                         baselines=BaselineConfig() if config.detect.baselines else None)
+                          if config.detect.rules or config.detect.baselines else None)
         self.checkpointer = Checkpointer.from_config(self.store, config, time.time_ns())
         self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection, checkpointer=self.checkpointer,
                                  bind_identity=config.tls is not None)

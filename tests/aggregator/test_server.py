@@ -121,3 +121,38 @@ def test_live_detection_writes_alerts_with_their_rule_and_author(workspace: Work
     assert len(privileged) == 1  # the unprivileged pod does not fire it
     assert privileged[0]["rule"]["author"] and privileged[0]["rule"]["license"] == "Apache-2.0"
     assert (workspace.store / "detect.state").exists()
+
+
+def test_alerts_reach_a_webhook_output_configured_in_aggregator_toml(workspace: Workspace) -> None:
+    import http.server
+    import threading
+
+    received: list[dict[str, object]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(orjson.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        audit = workspace.root / "audit.log"
+        audit.write_bytes((FALCO / "create_nginx_pod_privileged.json").read_bytes().rstrip(b"\n") + b"\n")
+        workspace.enrol("node-1")
+        aggregator = workspace.start_aggregator(extra=(
+            '[detect]\nrules = ["builtin:kubernetes"]\n'
+            f'[[alert_output]]\ntype = "webhook"\nurl = "http://127.0.0.1:{server.server_address[1]}/alerts"\n'
+            'min_level = "low"\n'))
+        agent = workspace.start_agent(workspace.agent_config("node-1", [("k8s_audit", str(audit))]))
+        wait_for(lambda: any("Create Privileged Pod" in str(a) for a in received), 60, "the alert at the webhook")
+        assert agent.stop() == 0
+        assert aggregator.stop() == 0
+    finally:
+        server.shutdown()
+        server.server_close()
