@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class PipelineStats:
     gaps: int = 0
+    gap_bytes: int = 0
+    unparsed: int = 0
     lines: int = 0
     line_bytes: int = 0
     batches: int = 0
@@ -116,7 +118,8 @@ def gap_event(gap: Gap, host_name: str, received: str) -> Event:
                   "dataset": "logseal.gap", "reason": gap.reason},
         "host": {"name": host_name},
         "log": {"file": {"path": gap.path}, "offset": gap.start},
-        "message": f"{gap.end - gap.start} bytes of {gap.path} were lost ({gap.start}-{gap.end}): {gap.reason}",
+        "message": (f"{gap.end - gap.start} bytes of {gap.path} were lost ({gap.start}-{gap.end}): {gap.reason}"
+                    if gap.end > gap.start else f"bytes of {gap.path} from {gap.start} on were lost: {gap.reason}"),
         "logseal": {"gap": {"path": gap.path, "start": gap.start, "end": gap.end, "bytes": gap.end - gap.start,
                             "reason": gap.reason}},
     }
@@ -253,6 +256,7 @@ class StreamPipeline:
                 self._opened_at = now
             self._events.append(gap_event(gap, self.host_name, received))
             self.stats.gaps += 1
+            self.stats.gap_bytes += max(0, gap.end - gap.start)
 
     def flush_due(self, received: str, now: float, force: bool = False) -> None:
         """Take events the assemblers held long enough (all of them when `force`)."""
@@ -293,6 +297,7 @@ class StreamPipeline:
         """
         if not self._events:
             return
+        self.stats.unparsed += sum(1 for e in self._events if e["event"].get("action") == "unparsed")
         encoded = self.sealer.encode(self.name, self.next_seq, self._events)
         positions = self.tailer.positions()
         if within is not None:

@@ -47,6 +47,7 @@ class ShipStats:
     duplicate: int = 0
     rejected: int = 0
     reconnects: int = 0
+    retries: int = 0
     connected: bool = False
     last_ack_unix: float = 0.0
 
@@ -76,6 +77,7 @@ class _Session:
         self.in_flight: deque[BatchKey] = deque()
         self.closed = False
         self.sent = 0
+        self.resent = 0
 
     def requests(self) -> Iterator[bytes]:
         cond = self.spool.condition
@@ -92,6 +94,8 @@ class _Session:
             with cond:
                 self.in_flight.append(key)
             self.sent += 1
+            if self.spool.mark_sent(key):
+                self.resent += 1
             yield data
 
     def settle(self, key: BatchKey) -> None:
@@ -183,6 +187,7 @@ class Shipper(threading.Thread):
             self.stats.connected = False
             self._call = None
             self.stats.sent += session.sent
+            self.stats.retries += session.resent
             session.close()
             channel.close()
         return progressed

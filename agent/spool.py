@@ -168,6 +168,7 @@ class _Entry:
     data: bytes | None
     size: int = 0
     dropped: bool = False
+    sent: bool = False
 
 
 class Spool:
@@ -353,6 +354,15 @@ class Spool:
             return decode_record(path.read_bytes())[1]
         except FileNotFoundError:
             return None
+
+    def mark_sent(self, key: BatchKey) -> bool:
+        """Note that a batch went out; True if it had gone out before (a resend)."""
+        with self._lock:
+            entry = self._pending.get(key)
+            if entry is None:
+                return False
+            resend, entry.sent = entry.sent, True
+            return resend
 
     def ack(self, key: BatchKey) -> bool:
         """Forget an acked batch: checkpoint its positions, then delete it. False if unknown."""

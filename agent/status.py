@@ -34,7 +34,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         streams.append({"name": stream.name, "type": stream.source.type, "next_seq": stream.next_seq,
                         "lines": stream.stats.lines, "bytes": stream.stats.line_bytes,
                         "events": stream.stats.events_sealed, "batches": stream.stats.batches,
-                        "gaps": stream.stats.gaps, "files": files, "counters": counters})
+                        "gaps": stream.stats.gaps, "gap_bytes": stream.stats.gap_bytes,
+                        "unparsed": stream.stats.unparsed, "files": files, "counters": counters})
     ship = agent.shipper.stats
     spool = agent.spool
     return {
@@ -45,6 +46,7 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "last_ack_unix": ship.last_ack_unix,
         "acks": {"stored": ship.stored, "duplicate": ship.duplicate, "rejected": ship.rejected},
         "batches_sent": ship.sent,
+        "batch_retries": ship.retries,
         "reconnects": ship.reconnects,
         "spool": {"bytes": spool.bytes_used, "limit_bytes": spool.max_bytes, "batches": spool.pending_count(),
                   "oldest_unacked_age_s": spool.oldest_pending_age(), "counters": dict(spool.counters)},
@@ -98,6 +100,11 @@ def register_agent_metrics(registry: Registry, agent: Agent) -> None:
     events = registry.counter("logseal_agent_events_total", "Events handed to sealing.", ["source"])
     batches = registry.counter("logseal_agent_batches_sealed_total", "Batches sealed and spooled.", ["source"])
     gaps = registry.counter("logseal_agent_gaps_total", "Gap records sealed.", ["source", "reason"])
+    lost = registry.counter("logseal_agent_lost_bytes_total", "Bytes named as lost by gap records.",
+                            ["source", "reason"])
+    unparsed = registry.counter("logseal_agent_unparsed_events_total", "Lines shipped as unparsed events.",
+                                ["source"])
+    retries = registry.counter("logseal_agent_batch_retries_total", "Batches sent again.", ["source"])
     policy = registry.counter("logseal_agent_dropped_by_policy_total", "Audit events dropped by policy.",
                               ["source", "rule"])
     lag = registry.gauge("logseal_agent_file_lag_bytes", "Bytes between read position and end of file.",
@@ -124,6 +131,8 @@ def register_agent_metrics(registry: Registry, agent: Agent) -> None:
             events.labels(name).mirror(stream["events"])
             batches.labels(name).mirror(stream["batches"])
             gaps.labels(name, "all").mirror(stream["gaps"])
+            lost.labels(name, "all").mirror(stream["gap_bytes"])
+            unparsed.labels(name).mirror(stream["unparsed"])
             watched.labels(name).set(len(stream["files"]))
             for f in stream["files"]:
                 lag.labels(name, f["path"]).set(f["lag_bytes"])
@@ -132,6 +141,7 @@ def register_agent_metrics(registry: Registry, agent: Agent) -> None:
                     policy.labels(name, key.split(".", 1)[1]).mirror(value)
         all_streams = "all"
         sent.labels(all_streams).mirror(status["batches_sent"])
+        retries.labels(all_streams).mirror(status["batch_retries"])
         for ack_status, value in status["acks"].items():
             acked.labels(all_streams, ack_status).mirror(value)
         reconnects.labels().mirror(status["reconnects"])

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ class DetectionShell:
     def __init__(self, specs: list[str], store_dir: Path, alerts_file: Path | None,
                  outputs: Sequence[AlertOutputConfig] = (), baselines: BaselineConfig | None = None,
                  hostname: str | None = None) -> None:
+        # Called with (rule id, seconds from the event's time to the alert) for each alert (metrics).
+        self.latency_observers: list[Callable[[str, float], None]] = []
         self.detector = Detector.load(specs)
         self.state_path = store_dir / STATE_FILE
         self._restore(self.state_path, self.detector.restore, "detection")
@@ -119,4 +121,7 @@ class DetectionShell:
 
         ns = timestamp_ns(alert.last_time)
         if ns:
-            self.stats.latency_s = (self.stats.latency_s + [time.time() - ns / 1e9])[-1000:]
+            latency = time.time() - ns / 1e9
+            self.stats.latency_s = (self.stats.latency_s + [latency])[-1000:]
+            for observe in self.latency_observers:
+                observe(alert.rule_id, latency)

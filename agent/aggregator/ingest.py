@@ -74,6 +74,7 @@ class Ingestor:
         self.rejections_by_verdict: dict[tuple[str, str], int] = {}
         self.acks_by_status: dict[tuple[str, str], int] = {}
         self.last_batch_unix: dict[str, float] = {}
+        self.events_by_dataset: dict[str, int] = {}
         self._keys_dir = store.directory / "keys"
         self._keys_dir.mkdir(exist_ok=True, mode=0o700)
 
@@ -124,7 +125,11 @@ class Ingestor:
         if not opened.finding.ok or opened.body is None:
             return self._reject(peer, batch, opened.finding)
         self._remember_key(h.node_id, h.key_id)
-        self.store.append(raw, batch, index_rows(opened.body))
+        rows = index_rows(opened.body)
+        self.store.append(raw, batch, rows)
+        for row in rows:
+            dataset = row[2] or "unknown"
+            self.events_by_dataset[dataset] = self.events_by_dataset.get(dataset, 0) + 1
         self._after_append()
         self.stats.stored_batches += 1
         self.stats.stored_events += h.event_count

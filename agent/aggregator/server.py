@@ -25,6 +25,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -86,7 +87,7 @@ class Aggregator:
         self.port = 0
         self.streams_open = 0
         self.store_writable = True
-        self.latencies: list[float] = []
+        self.latency_observers: list[Any] = []
 
     async def _stream(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[pb.Ack]:
@@ -115,7 +116,8 @@ class Aggregator:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "store not writable")
                     return
                 self.store_writable = True
-                self.latencies = (self.latencies + [time.monotonic() - started])[-1000:]
+                for observe in self.latency_observers:
+                    observe(time.monotonic() - started)
                 yield ack
         finally:
             self.streams_open -= 1
@@ -160,8 +162,17 @@ class Aggregator:
         writable = registry.gauge("logseal_aggregator_store_writable", "1 when the last write succeeded.")
         last = registry.gauge("logseal_aggregator_last_batch_timestamp_seconds", "Last batch stored.", ["node"])
         streams = registry.gauge("logseal_aggregator_streams_connected", "Open agent streams.")
-        latency = registry.gauge("logseal_aggregator_ingest_latency_p99_seconds",
-                                 "p99 of receive to fsynced ack over the last 1000 batches.")
+        latency = registry.histogram("logseal_aggregator_ingest_latency_seconds",
+                                     "Receive to fsynced ack, per batch.")
+        self.latency_observers.append(latency.observe)
+        checkpoint_age = registry.gauge("logseal_aggregator_checkpoint_age_seconds",
+                                        "Age of the newest signed checkpoint.")
+        stored_events = registry.counter("logseal_aggregator_events_stored_total", "Events stored.", ["dataset"])
+        if self.detection is not None:
+            detection_latency = registry.histogram("logseal_aggregator_detection_latency_seconds",
+                                                   "Event time to alert, per alert.", ["rule"])
+            self.detection.latency_observers.append(
+                lambda rule, seconds: detection_latency.labels(rule).observe(seconds))
         alerts = registry.counter("logseal_aggregator_alerts_total", "Detection alerts raised.", ["rule", "level"])
 
         def collect() -> None:
@@ -182,9 +193,11 @@ class Aggregator:
             free.set(shutil.disk_usage(self.config.store_dir).free)
             writable.set(1 if self.store_writable else 0)
             streams.set(self.streams_open)
-            if self.latencies:
-                ordered = sorted(self.latencies)
-                latency.set(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
+            last_cp = self.checkpointer.last
+            if last_cp is not None:
+                checkpoint_age.set(max(0.0, time.time() - last_cp.time_ns / 1e9))
+            for dataset, value in ing.events_by_dataset.items():
+                stored_events.labels(dataset).mirror(value)
             if self.detection is not None:
                 for (rule, level), value in self.detection.stats.alerts_by_rule.items():
                     alerts.labels(rule, level).mirror(value)
