@@ -115,6 +115,9 @@ class AgentConfig:
     """Disk buffer for sealed batches and file positions."""
     aggregator: str
     """host:port of the aggregator."""
+    aggregator_pub: Path | None = None
+    """The aggregator's public key (STORE/aggregator.pub): checkpoint signatures shown on acks are checked
+    with it. Without it the node still checks that each checkpoint extends the last one it saw."""
     redact_key: Path | None = None
     """File holding the secret of the keyed hash in redaction markers. Default: derived from the node
     key, so markers correlate within a node; give all nodes one file to correlate across the fleet."""
@@ -310,6 +313,9 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{where}: key: {config.key} does not exist; create it with "
                           f"`logseal keygen --node-id {config.node_id} --out {config.key.parent}`")
     _check_address(config.aggregator, f"{where}: aggregator")
+    if config.aggregator_pub is not None and not config.aggregator_pub.is_file():
+        raise ConfigError(f"{where}: aggregator_pub: file {config.aggregator_pub} does not exist; copy the "
+                          "aggregator's STORE/aggregator.pub")
     if config.redact_key is not None and not config.redact_key.is_file():
         raise ConfigError(f"{where}: redact_key: file {config.redact_key} does not exist")
     if not config.source:

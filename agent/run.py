@@ -21,7 +21,7 @@ from types import FrameType
 
 from agent.config import AgentConfig, SourceConfig, load_agent_config
 from agent.errors import ConfigError
-from agent.keys import load_private_key
+from agent.keys import load_private_key, load_public_key
 from agent.metrics import MetricsServer, Readiness, Registry, register_process_metrics
 from agent.pipeline import SealWorker, StreamPipeline, monotonic, received_now
 from agent.seal import ChainHead, Sealer
@@ -30,10 +30,12 @@ from agent.source_options import normalize_options, redaction_secret
 from agent.spool import Spool
 from agent.status import agent_status, register_agent_metrics, write_status
 from agent.watch import ChangeWatcher
+from agent.witness import Alarm, Witness
 
 log = logging.getLogger(__name__)
 
 _RESCAN_INTERVAL_S = 1.0
+ALARM_STREAM = "logseal-alarm"
 _STATUS_INTERVAL_S = 2.0
 
 
@@ -48,7 +50,12 @@ class Agent:
         self.heads: dict[str, ChainHead] = {}
         self.seal_worker = SealWorker(self.sealer, self.spool, self.heads)
         self.streams = [self._stream(source) for source in config.source]
-        self.shipper = Shipper(config.aggregator, self.spool, config.ship, config.tls)
+        self.alarms: list[Alarm] = []
+        self._alarm_lock = threading.Lock()
+        alarm_head = self.spool.recover(ALARM_STREAM).head
+        self.heads[ALARM_STREAM] = alarm_head
+        self.alarm_next_seq = alarm_head.seq + 1
+        self.shipper = self._shipper(config)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.reloads: dict[str, int] = {"ok": 0, "failed": 0}
@@ -61,6 +68,34 @@ class Agent:
         return StreamPipeline(source, self.config.node_id, self.sealer, self.spool, self.config.batch,
                               self.config.tail, self.heads, self.seal_worker, normalize_options(source, self.secret),
                               resume=resume)
+
+    def _shipper(self, config: AgentConfig) -> Shipper:
+        shipper = Shipper(config.aggregator, self.spool, config.ship, config.tls)
+        pub = load_public_key(config.aggregator_pub) if config.aggregator_pub is not None else None
+        self.witness = Witness(config.spool_dir, pub, shipper.prove_consistency, self._raise_alarm)
+        shipper.on_checkpoint = self.witness.observe
+        return shipper
+
+    def _raise_alarm(self, alarm: Alarm) -> None:
+        with self._alarm_lock:
+            self.alarms.append(alarm)
+        self.wake.set()
+
+    def _seal_alarms(self, received: str) -> None:
+        """Seal witness alarms as events of their own stream (shipped like any batch)."""
+        with self._alarm_lock:
+            alarms, self.alarms = self.alarms, []
+        if not alarms:
+            return
+        events = [{"@timestamp": received,
+                   "event": {"kind": "alert", "category": ["configuration"], "type": ["info"],
+                             "action": "checkpoint_inconsistent", "outcome": "failure", "dataset": "logseal.alarm"},
+                   "host": {"name": self.config.node_id},
+                   "message": f"the aggregator's log is not consistent with what this node saw: {a.reason}",
+                   "logseal": {"alarm": {"verdict": a.verdict.name, "older": a.older, "newer": a.newer}}}
+                  for a in alarms]
+        self.seal_worker.submit(self.sealer.encode(ALARM_STREAM, self.alarm_next_seq, events), {}, [])
+        self.alarm_next_seq += 1
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self.stopping.set()
@@ -113,6 +148,8 @@ class Agent:
                 stream.take_gaps(received, now)
                 stream.flush_due(received, now)
                 stream.seal_due(now)
+            if self.alarms:
+                self._seal_alarms(received)
             if now >= next_status:
                 write_status(self.config.spool_dir, agent_status(self))
                 next_status = now + _STATUS_INTERVAL_S
@@ -151,10 +188,11 @@ class Agent:
             self.streams.append(self._stream(source, resume=old.pop(source.name or source.type, None)))
         for gone in old.values():
             gone.close()  # its positions stay in the spool's checkpoint for a later return
-        if (new.aggregator, new.tls, new.ship) != (old_config.aggregator, old_config.tls, old_config.ship):
+        if (new.aggregator, new.tls, new.ship, new.aggregator_pub) != (
+                old_config.aggregator, old_config.tls, old_config.ship, old_config.aggregator_pub):
             self.shipper.stop()
             self.shipper.join(timeout=10)
-            self.shipper = Shipper(new.aggregator, self.spool, new.ship, new.tls)
+            self.shipper = self._shipper(new)
             self.shipper.start()
         self.watcher.stop()
         self.watcher = ChangeWatcher([p for source in new.source for p in source.paths], self.wake)

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -22,7 +22,7 @@ import grpc
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.config import ShipConfig, TlsConfig
 from agent.spool import BatchKey, Spool
-from agent.wire import INGEST_STREAM_METHOD
+from agent.wire import CONSISTENCY_METHOD, INGEST_STREAM_METHOD
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class _Session:
 
 class Shipper(threading.Thread):
     def __init__(self, target: str, spool: Spool, config: ShipConfig, tls: TlsConfig | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, on_checkpoint: Callable[[str], None] | None = None) -> None:
         super().__init__(name="logseal-shipper", daemon=True)
         self.target = target
         self.spool = spool
@@ -123,6 +123,9 @@ class Shipper(threading.Thread):
         self._stopping = threading.Event()
         self._rng = rng or random.Random()
         self._call: grpc.Future | None = None
+        self._channel: grpc.Channel | None = None
+        # Called (on this thread) with each checkpoint an ack shows: the node witnesses the log.
+        self.on_checkpoint = on_checkpoint
 
     def stop(self) -> None:
         self._stopping.set()
@@ -144,6 +147,16 @@ class Shipper(threading.Thread):
             self.stats.reconnects += 1
             self._stopping.wait(delay)
 
+    def prove_consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """Ask the aggregator (on the open channel) for a consistency proof between two tree sizes."""
+        channel = self._channel
+        if channel is None:
+            raise ConnectionError("not connected to the aggregator")
+        call = channel.unary_unary(CONSISTENCY_METHOD, request_serializer=pb.ConsistencyRequest.SerializeToString,
+                                   response_deserializer=pb.ConsistencyProof.FromString)
+        reply = call(pb.ConsistencyRequest(old_size=old_size, new_size=new_size), timeout=30)
+        return list(reply.hashes)
+
     def _open_channel(self) -> grpc.Channel:
         if self.tls is not None:
             return grpc.secure_channel(self.target, channel_credentials(self.tls), options=_CHANNEL_OPTIONS)
@@ -154,6 +167,7 @@ class Shipper(threading.Thread):
         progressed = False
         session = _Session(self.spool, self.config.window, self._stopping)
         channel = self._open_channel()
+        self._channel = channel
         try:
             stream = channel.stream_stream(INGEST_STREAM_METHOD, request_serializer=None,
                                            response_deserializer=pb.Ack.FromString)
@@ -162,6 +176,8 @@ class Shipper(threading.Thread):
             for ack in call:
                 self.stats.connected = True
                 self.stats.last_ack_unix = time.time()
+                if ack.checkpoint and self.on_checkpoint is not None:
+                    self.on_checkpoint(ack.checkpoint)
                 key = (ack.stream_id, ack.seq)
                 if ack.status in SETTLED_STATUSES:
                     if ack.status == pb.Ack.STORED:
@@ -184,6 +200,7 @@ class Shipper(threading.Thread):
                 log.log(level, "aggregator stream ended; will reconnect target=%s code=%s detail=%s",
                         self.target, code, exc.details() if isinstance(exc, grpc.Call) else exc)
         finally:
+            self._channel = None
             self.stats.connected = False
             self._call = None
             self.stats.sent += session.sent

@@ -10,6 +10,7 @@ from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.seal import BatchHeader, SealedBatch, batch_hash
 
 INGEST_STREAM_METHOD = "/logseal.v1.Ingest/Stream"
+CONSISTENCY_METHOD = "/logseal.v1.Ingest/Consistency"
 
 
 class WireError(ValueError):

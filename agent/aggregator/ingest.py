@@ -114,19 +114,19 @@ class Ingestor:
             if batch.payload:
                 return self._reject(peer, batch, Finding(Verdict.MALFORMED, "a dropped batch carries a payload"))
             self._remember_key(h.node_id, h.key_id)
-            self.store.append(raw, batch, [])
+            batch_id = self.store.append(raw, batch, [])
             self._after_append()
             self.stats.stored_batches += 1
             self.stats.dropped_batches += 1
             log.warning("batch stored without its payload (dropped by the agent: spool full) node=%s stream=%s "
                         "seq=%d events=%d", h.node_id, h.stream_id, h.seq, h.event_count)
-            return _ack(h.stream_id, h.seq, pb.Ack.STORED)
+            return self._counted(h.node_id, self._stored(h.stream_id, h.seq, batch_id))
         opened = open_payload(batch)
         if not opened.finding.ok or opened.body is None:
             return self._reject(peer, batch, opened.finding)
         self._remember_key(h.node_id, h.key_id)
         rows = index_rows(opened.body)
-        self.store.append(raw, batch, rows)
+        batch_id = self.store.append(raw, batch, rows)
         for row in rows:
             dataset = row[2] or "unknown"
             self.events_by_dataset[dataset] = self.events_by_dataset.get(dataset, 0) + 1
@@ -136,7 +136,13 @@ class Ingestor:
         self.last_batch_unix[h.node_id] = time.time()
         if self.detection is not None:
             self.detection.submit_body(opened.body)
-        return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.STORED))
+        return self._counted(h.node_id, self._stored(h.stream_id, h.seq, batch_id))
+
+    def _stored(self, stream: str, seq: int, batch_id: int) -> pb.Ack:
+        """A STORED ack naming the batch's Merkle leaf."""
+        ack = _ack(stream, seq, pb.Ack.STORED)
+        ack.leaf_index = batch_id - 1
+        return ack
 
     def _after_append(self) -> None:
         if self.checkpointer is not None:
@@ -172,6 +178,10 @@ class Ingestor:
         return self._counted(node or "?", _ack(stream, seq, pb.Ack.REJECTED, finding))
 
     def _counted(self, node: str, ack: pb.Ack) -> pb.Ack:
+        """Count the ack, and show the latest signed checkpoint on it (every node witnesses the log)."""
+        last = self.checkpointer.last if self.checkpointer is not None else None
+        if last is not None:
+            ack.checkpoint = last.note
         key = (node, pb.Ack.Status.Name(ack.status).lower())
         self.acks_by_status[key] = self.acks_by_status.get(key, 0) + 1
         return ack

@@ -135,6 +135,17 @@ class Aggregator:
             except LogsealError as exc:
                 log.error("checkpoint refused reason=%s", exc)
 
+    async def _consistency(self, request: pb.ConsistencyRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.ConsistencyProof:
+        loop = asyncio.get_running_loop()
+        try:
+            hashes = await loop.run_in_executor(self._worker, self.store.consistency_proof, request.old_size,
+                                                request.new_size)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable") from exc
+        return pb.ConsistencyProof(hashes=hashes)
+
     def reload_keys(self) -> None:
         try:
             keys = load_trusted_keys(self.config.trusted_keys_dir)
@@ -219,7 +230,10 @@ class Aggregator:
         handler = grpc.method_handlers_generic_handler(
             SERVICE,
             {"Stream": grpc.stream_stream_rpc_method_handler(
-                self._stream, request_deserializer=None, response_serializer=pb.Ack.SerializeToString)},
+                self._stream, request_deserializer=None, response_serializer=pb.Ack.SerializeToString),
+             "Consistency": grpc.unary_unary_rpc_method_handler(
+                self._consistency, request_deserializer=pb.ConsistencyRequest.FromString,
+                response_serializer=pb.ConsistencyProof.SerializeToString)},
         )
         server.add_generic_rpc_handlers((handler,))
         health_servicer = health.aio.HealthServicer()

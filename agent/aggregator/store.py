@@ -282,6 +282,14 @@ class Store:
         self._fd = fd
         self._size = size
 
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 6962 consistency proof between two sizes of the log (O(new_size) hashing)."""
+        if not 0 < old_size <= new_size <= self.tree.size:
+            raise ValueError(f"sizes {old_size}..{new_size} are not within the log's {self.tree.size} leaves")
+        leaves = [merkle.leaf_hash(bytes(h)) for (h,) in
+                  self.db.execute("SELECT hash FROM batches WHERE id <= ? ORDER BY id", (new_size,))]
+        return merkle.consistency_proof(leaves, old_size, new_size)
+
     def head(self, node: str, stream: str) -> ChainHead:
         key = (node, stream)
         head = self._heads.get(key)

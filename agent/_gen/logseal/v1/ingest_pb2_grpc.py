@@ -39,6 +39,11 @@ class IngestStub:
                 request_serializer=agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.Batch.SerializeToString,
                 response_deserializer=agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.Ack.FromString,
                 _registered_method=True)
+        self.Consistency = channel.unary_unary(
+                '/logseal.v1.Ingest/Consistency',
+                request_serializer=agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.ConsistencyRequest.SerializeToString,
+                response_deserializer=agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.ConsistencyProof.FromString,
+                _registered_method=True)
 
 
 class IngestServicer:
@@ -50,6 +55,13 @@ class IngestServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Consistency(self, request, context):
+        """A consistency proof between two checkpointed tree sizes, for nodes witnessing the log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +69,11 @@ def add_IngestServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.Batch.FromString,
                     response_serializer=agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.Ack.SerializeToString,
+            ),
+            'Consistency': grpc.unary_unary_rpc_method_handler(
+                    servicer.Consistency,
+                    request_deserializer=agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.ConsistencyRequest.FromString,
+                    response_serializer=agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.ConsistencyProof.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class Ingest:
             '/logseal.v1.Ingest/Stream',
             agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.Batch.SerializeToString,
             agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Consistency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logseal.v1.Ingest/Consistency',
+            agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.ConsistencyRequest.SerializeToString,
+            agent_dot___gen_dot_logseal_dot_v1_dot_ingest__pb2.ConsistencyProof.FromString,
             options,
             channel_credentials,
             insecure,
