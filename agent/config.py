@@ -115,6 +115,9 @@ class AgentConfig:
     """Disk buffer for sealed batches and file positions."""
     aggregator: str
     """host:port of the aggregator."""
+    heartbeat_s: int = 60
+    """Seal an empty batch in a stream that had nothing to send for this long (0: never), so that a node
+    going silent, or a stream's tail being cut, shows at the aggregator."""
     aggregator_pub: Path | None = None
     """The aggregator's public key (STORE/aggregator.pub): checkpoint signatures shown on acks are checked
     with it. Without it the node still checks that each checkpoint extends the last one it saw."""
@@ -181,6 +184,8 @@ class AggregatorConfig:
     never changes, so a different value for an existing store is refused."""
     aggregator_key: Path | None = None
     """Ed25519 key that signs checkpoints. Default: STORE/aggregator.key, created at first start."""
+    node_silent_after_s: int = 180
+    """A node that sent nothing (not even a heartbeat) for this long raises a `node_silent` security event."""
     checkpoint_every: int = 1000
     """Sign a checkpoint after this many new batches ..."""
     checkpoint_interval_s: int = 60
@@ -357,6 +362,7 @@ def load_agent_config(path: Path) -> AgentConfig:
     _positive(b.max_bytes, f"{where}: batch.max_bytes", 1024, 32 << 20)
     _positive(b.linger_ms, f"{where}: batch.linger_ms", 1, 600_000)
     _positive(b.zstd_level, f"{where}: batch.zstd_level", 1, 19)
+    _positive(config.heartbeat_s, f"{where}: heartbeat_s", 0, 86_400)
     _positive(config.ship.window, f"{where}: ship.window", 1, 1024)
     _positive(config.ship.backoff_initial_ms, f"{where}: ship.backoff_initial_ms", 1)
     _positive(config.ship.backoff_max_ms, f"{where}: ship.backoff_max_ms", config.ship.backoff_initial_ms)

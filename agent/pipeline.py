@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PipelineStats:
+    heartbeats: int = 0
     gaps: int = 0
     gap_bytes: int = 0
     unparsed: int = 0
@@ -167,6 +168,7 @@ class StreamPipeline:
         self._events: list[Event] = []
         self._bytes = 0
         self._opened_at = 0.0
+        self.last_sealed_at = time.monotonic()
         if self.journal is None:  # a journal resumes by its cursor: what was held is read again
             self._restore(state.held, received_now())
 
@@ -289,6 +291,17 @@ class StreamPipeline:
             return True
         return False
 
+    def heartbeat(self, now: float, every_s: float) -> bool:
+        """Seal an empty batch when nothing was sealed for `every_s`: silence and a cut-off tail of the
+        stream are then visible at the aggregator (a node that stops sending is noticed)."""
+        if every_s <= 0 or self._events or now - self.last_sealed_at < every_s:
+            return False
+        self.worker.submit(self.sealer.encode(self.name, self.next_seq, []), self.tailer.positions(), self.held())
+        self.next_seq += 1
+        self.last_sealed_at = now
+        self.stats.heartbeats += 1
+        return True
+
     def seal(self, within: Position | None = None) -> None:
         """Encode the open batch and hand it to the seal worker with what resuming needs: the positions
         it covers and the lines the assemblers hold.
@@ -298,6 +311,7 @@ class StreamPipeline:
         if not self._events:
             return
         self.stats.unparsed += sum(1 for e in self._events if e["event"].get("action") == "unparsed")
+        self.last_sealed_at = time.monotonic()
         encoded = self.sealer.encode(self.name, self.next_seq, self._events)
         positions = self.tailer.positions()
         if within is not None:

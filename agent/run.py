@@ -148,6 +148,7 @@ class Agent:
                 stream.take_gaps(received, now)
                 stream.flush_due(received, now)
                 stream.seal_due(now)
+                stream.heartbeat(now, self.config.heartbeat_s)
             if self.alarms:
                 self._seal_alarms(received)
             if now >= next_status:

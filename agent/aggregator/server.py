@@ -33,7 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
-from agent.aggregator.ingest import Ingestor
+from agent.aggregator.ingest import Ingestor, security_event
 from agent.aggregator.store import Store
 from agent.certs import CertError, node_id_from_cert
 from agent.config import AggregatorConfig
@@ -86,6 +86,7 @@ class Aggregator:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")
         self.port = 0
         self.streams_open = 0
+        self._silent: set[str] = set()
         self.store_writable = True
         self.latency_observers: list[Any] = []
 
@@ -145,6 +146,30 @@ class Aggregator:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise AssertionError("unreachable") from exc
         return pb.ConsistencyProof(hashes=hashes)
+
+    def check_silence(self, now: float) -> list[str]:
+        """Nodes silent for longer than `node_silent_after_s` (each reported once per silence)."""
+        limit = self.config.node_silent_after_s
+        silent = []
+        for node, last in list(self.ingestor.last_batch_unix.items()):
+            if now - last > limit and node not in self._silent:
+                self._silent.add(node)
+                silent.append(node)
+                log.warning("node silent: no batch, not even a heartbeat node=%s silent_s=%.0f", node, now - last)
+                if self.detection is not None:
+                    event = security_event("node_silent", node, "", 0, "NODE_SILENT",
+                                           f"no batch for {now - last:.0f}s", "")
+                    self.detection.submit_event(event)
+            elif now - last <= limit:
+                self._silent.discard(node)
+        return silent
+
+    async def _watch_silence(self, stop: asyncio.Event) -> None:
+        period = max(1.0, min(30.0, self.config.node_silent_after_s / 3))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            self.check_silence(time.time())
 
     def reload_keys(self) -> None:
         try:
@@ -266,6 +291,7 @@ class Aggregator:
         log.info("aggregator serving address=%s:%d store=%s tls=%s nodes=%d detection=%s", host, self.port,
                  self.config.store_dir, self.config.tls is not None, len(self.ingestor.keyring),
                  ",".join(self.config.detect.rules) or "off")
+        silence = asyncio.ensure_future(self._watch_silence(stop))
         while not stop.is_set():
             waiters = [asyncio.ensure_future(stop.wait())]
             if reload is not None:
@@ -276,6 +302,7 @@ class Aggregator:
             if reload is not None and reload.is_set():
                 reload.clear()
                 self.reload_keys()
+        silence.cancel()
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(grace=2)
