@@ -127,7 +127,11 @@ class Tailer:
         self._cursors: dict[str, _Cursor] = {}
         self._warned: set[str] = set()
         self._ignored: set[str] = set()
-        self._deferred: dict[str, int] = {}
+        # Files waiting to be judged copies: key -> (scan of the first look, scan of the latest look).
+        self._deferred: dict[str, tuple[int, int]] = {}
+        # Saved positions of files found truncated or replaced at start (copytruncate while the agent
+        # was stopped): their unread rest is taken from the rotated copy when one turns up.
+        self._orphans: dict[str, Position] = {}
         self._scans = 0
         self.gaps: list[Gap] = []
         self.counters: dict[str, int] = {}
@@ -166,6 +170,8 @@ class Tailer:
             cursor.seen = False
         for path in self._matches():
             self._track(path)
+        for key in [k for k, (_, latest) in self._deferred.items() if latest < self._scans]:
+            del self._deferred[key]  # no longer waited for (gone, or judged): forget it
         for key, cursor in list(self._cursors.items()):
             if not cursor.seen and self._at_eof(cursor):
                 cursor.handle.close()
@@ -215,9 +221,7 @@ class Tailer:
         head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
         if head.startswith(COMPRESSED_MAGIC):
             handle.close()
-            self._ignored.add(key)
-            self._count("skipped_compressed")
-            log.info("compressed file under a glob is not read as a log path=%s", path)
+            self._ignore_compressed(key, path)
             return
         if self._adopt_as_copy(path, st, handle, head):
             return
@@ -227,6 +231,11 @@ class Tailer:
                                      head_len, "")
         self._count("files_opened")
 
+    def _ignore_compressed(self, key: str, path: str) -> None:
+        self._ignored.add(key)
+        self._count("skipped_compressed")
+        log.info("compressed file under a glob is not read as a log path=%s", path)
+
     def _resume_offset(self, key: str, path: str, size: int, head: bytes) -> int:
         resume = self._resume.pop(key, None)
         if resume is None:
@@ -235,32 +244,40 @@ class Tailer:
             self._count("inode_reused")
             log.warning("file has a saved position but other content (inode reused); reading from the start "
                         "path=%s saved_path=%s", path, resume.path)
+            self._orphans[key] = resume
             return 0
         if resume.offset > size:
             self._count("truncations")
             self.gaps.append(Gap(path, 0, resume.offset, "file truncated while the agent was stopped"))
             log.warning("file shrank below its saved position while the agent was stopped; reading from the "
                         "start path=%s saved=%d size=%d", path, resume.offset, size)
+            self._orphans[key] = resume
             return 0
         return resume.offset
 
     def _adopt_as_copy(self, path: str, st: os.stat_result, handle: BinaryIO, head: bytes) -> bool:
         """Is this new file the rotated copy of a file being read (copytruncate)? Then continue in it."""
         key = f"{st.st_dev}:{st.st_ino}"
+        # Too short to tell (a copy just begun is empty at first): wait until it is not, or a few scans.
+        if len(head) < FINGERPRINT_BYTES and self._starts_a_file_being_read(head) and self._still_deferred(key):
+            handle.close()
+            return True
         owners: list[_Cursor | Position] = [*self._cursors.values(),
-                                            *(p for k, p in self._resume.items() if k != key)]
+                                            *(p for k, p in self._resume.items() if k != key),
+                                            *(p for k, p in self._orphans.items() if k != key)]
         for owner in owners:
-            if not owner.head or owner.head_len < FINGERPRINT_BYTES or st.st_size < owner.offset:
+            if not owner.head or owner.head_len < FINGERPRINT_BYTES or fingerprint(head[:owner.head_len]) != owner.head:
                 continue
-            if fingerprint(head[:owner.head_len]) != owner.head or not self._tail_matches(handle, owner):
+            copying = st.st_size < owner.offset  # a copy still being written has the head but not the rest
+            if not copying and not self._tail_matches(handle, owner):
                 continue
-            if not self._truncated_or_gone(owner):
-                # Looks like a copy of a file still being read (copytruncate copies, then truncates):
-                # wait a few scans for the truncation; a copy that stays is a file of its own.
-                first = self._deferred.setdefault(key, self._scans)
-                if self._scans - first < COPY_WAIT_SCANS:
+            orphan = isinstance(owner, Position) and self._orphans.get(owner.key) is owner
+            if copying or (not orphan and not self._truncated_or_gone(owner)):
+                # Looks like a copy being made, or a copy of a file still being read (copytruncate
+                # copies, then truncates): wait a few scans; a copy that stays is a file of its own.
+                if self._still_deferred(key):
                     handle.close()
-                    if first == self._scans:
+                    if self._deferred[key][0] == self._scans:
                         self._count("copies_deferred")
                     return True
                 continue
@@ -269,15 +286,41 @@ class Tailer:
                 owner.handle.close()
                 saved = owner.position()
             else:
-                del self._resume[owner.key]
+                del (self._orphans if orphan else self._resume)[owner.key]
                 saved = owner
             self._cursors[f"{st.st_dev}:{st.st_ino}"] = _Cursor(
                 path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len, saved.tail)
+            self._read_after_copy(saved.key)
             self._count("rotations.copytruncate")
             log.info("continuing a truncated file in its rotated copy path=%s copy=%s offset=%d",
                      saved.path, path, saved.offset)
             return True
         return False
+
+    def _still_deferred(self, key: str) -> bool:
+        """Note a look at a file that may be a copy; True while it is within its COPY_WAIT_SCANS."""
+        first, latest = self._deferred.get(key, (self._scans, self._scans))
+        if latest < self._scans - 1:
+            first = self._scans  # not looked at in the last scan: another file under a reused inode
+        self._deferred[key] = (first, self._scans)
+        return self._scans - first < COPY_WAIT_SCANS
+
+    def _starts_a_file_being_read(self, head: bytes) -> bool:
+        """Are these bytes (fewer than a fingerprint) the start of a file being read?"""
+        for cursor in self._cursors.values():
+            if cursor.head_len >= FINGERPRINT_BYTES:
+                try:
+                    if os.pread(cursor.handle.fileno(), len(head), 0) == head:
+                        return True
+                except OSError:
+                    continue
+        return False
+
+    def _read_after_copy(self, key: str) -> None:
+        """Put the truncated file's cursor after its copy's: equally old files are read in this order."""
+        cursor = self._cursors.pop(key, None)
+        if cursor is not None:
+            self._cursors[key] = cursor
 
     @staticmethod
     def _tail_matches(handle: BinaryIO, owner: _Cursor | Position) -> bool:
@@ -310,20 +353,31 @@ class Tailer:
     # -- reading --------------------------------------------------------------------------------
     def read(self) -> Iterator[Chunk]:
         """New complete lines, at most one read per file. The cursor moves past a chunk as it is
-        handed out, so a consumer that stops in the middle of one must record its own position."""
-        for cursor in list(self._cursors.values()):
+        handed out, so a consumer that stops in the middle of one must record its own position.
+
+        Files are read least recently modified first, so the rest of a rotated file (renamed or
+        copied away) comes before the first lines of the file that replaced it."""
+        for cursor in sorted(self._cursors.values(), key=self._modified_ns):
             chunk = self._read_cursor(cursor)
             if chunk is not None:
                 yield chunk
 
-    def _truncated(self, cursor: _Cursor, size: int) -> None:
-        """The file under a cursor shrank below it: find the rest in a copy, else record the gap."""
+    @staticmethod
+    def _modified_ns(cursor: _Cursor) -> int:
+        try:
+            return os.fstat(cursor.handle.fileno()).st_mtime_ns
+        except OSError:
+            return 0
+
+    def _truncated(self, cursor: _Cursor, size: int) -> bool:
+        """The file under a cursor shrank below it: find the rest in a copy (True), else record the gap."""
         self._count("truncations")
         copy = self._find_copy(cursor)
         if copy is not None:
             path, st, handle = copy
             self._cursors[f"{st.st_dev}:{st.st_ino}"] = _Cursor(
                 path, st.st_dev, st.st_ino, cursor.offset, handle, cursor.head, cursor.head_len, cursor.tail)
+            self._read_after_copy(cursor.key)
             self._count("rotations.copytruncate")
             log.info("file truncated; reading its rest from the rotated copy path=%s copy=%s offset=%d",
                      cursor.path, path, cursor.offset)
@@ -332,10 +386,19 @@ class Tailer:
                                  "file truncated before it was read to the end, and no rotated copy was found"))
             log.warning("file truncated before it was read; bytes lost path=%s from=%d to=%d",
                         cursor.path, cursor.offset, cursor.last_size)
+        else:
+            # Lines may have been appended after our last look and truncated away before the next:
+            # we cannot know how many, but loss is never silent, so say where it would start.
+            self.gaps.append(Gap(cursor.path, cursor.offset, cursor.offset,
+                                 "file truncated and no rotated copy was found; whatever was written after the "
+                                 "last read and before the truncation is lost (how much is unknown)"))
+            log.warning("file truncated and no rotated copy found; bytes written after the last read may be lost "
+                        "path=%s from=%d", cursor.path, cursor.offset)
         cursor.offset = 0
         cursor.last_size = size
         head = os.pread(cursor.handle.fileno(), FINGERPRINT_BYTES, 0)
         cursor.head, cursor.head_len, cursor.tail = fingerprint(head), len(head), ""
+        return copy is not None
 
     def _find_copy(self, cursor: _Cursor) -> tuple[str, os.stat_result, BinaryIO] | None:
         if not cursor.head or cursor.head_len < FINGERPRINT_BYTES:
@@ -371,8 +434,8 @@ class Tailer:
             size = os.fstat(fd).st_size
         except OSError:
             return None
-        if size < cursor.offset:
-            self._truncated(cursor, size)
+        if size < cursor.offset and self._truncated(cursor, size):
+            return None  # the copy's rest is read first (it is the older file), then this file's new start
         cursor.last_size = max(cursor.last_size, size)
         if size == cursor.offset:
             return None
@@ -383,6 +446,12 @@ class Tailer:
             if exc.errno == errno.EINTR:
                 return None
             self._warn_once(cursor.path, "read failed, will retry path=%s reason=%s", exc.strerror)
+            return None
+        if start == 0 and data.startswith(COMPRESSED_MAGIC):
+            # Opened while still empty, then filled by a compressor (logrotate's `compress`): not a log.
+            self._ignore_compressed(cursor.key, cursor.path)
+            cursor.handle.close()
+            del self._cursors[cursor.key]
             return None
         last_newline = data.rfind(b"\n")
         if last_newline < 0 and len(data) < self._max_line and len(data) >= self._chunk:
