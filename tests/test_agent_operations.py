@@ -4,21 +4,14 @@ and /metrics, /healthz, /readyz answer over real HTTP."""
 from __future__ import annotations
 
 import signal
-import socket
 import urllib.request
 from pathlib import Path
 
 import orjson
 
 from agent.localrun import Workspace, wait_for
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 from tests.test_end_to_end import append, assert_exactly_once, syslog_line, verify_ok
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_sighup_adds_a_source_and_keeps_every_position(workspace: Workspace) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -15,14 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.localrun import Workspace, wait_for
 from agent.wire import INGEST_STREAM_METHOD
+from tests.conftest import free_port
 
 FALCO = Path(__file__).parents[1] / "data" / "falco"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raw_stream(port: int) -> tuple[grpc.Channel, grpc.StreamStreamMultiCallable]:

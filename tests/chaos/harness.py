@@ -52,6 +52,7 @@ import orjson
 from agent.localrun import LocalProcess, Workspace, logseal_command, stored_event_count, wait_for
 from agent.spool import decode_record
 from agent.status import read_status
+from agent.tail import Position, fingerprint
 from tests.chaos.proxy import TcpProxy
 
 NODE = "chaos-node"
@@ -151,11 +152,11 @@ class Writer:
 
 
 # -- what the agent has durably taken --------------------------------------------------------------
-def spooled_offsets(spool_dir: Path, stream: str) -> dict[str, int]:
-    """Per file key (dev:ino), the offset covered by the stream's newest spool record: its newest
-    spooled batch, else its checkpoint (the newest acked one). Each record holds every file's position."""
+def spooled_positions(spool_dir: Path, stream: str) -> dict[str, Position]:
+    """Per file key (dev:ino), the position in the stream's newest spool record: its newest spooled
+    batch, else its checkpoint (the newest acked one). Each record holds every file's position."""
     folder = spool_dir / stream
-    newest: tuple[int, dict[str, int]] = (-1, {})
+    newest: tuple[int, dict[str, Position]] = (-1, {})
     candidates = [folder / "checkpoint"]
     with contextlib.suppress(OSError):
         candidates += sorted(p for p in folder.iterdir() if p.name.endswith(".batch"))[-2:]
@@ -165,17 +166,26 @@ def spooled_offsets(spool_dir: Path, stream: str) -> dict[str, int]:
         except Exception:  # noqa: BLE001 - acked and deleted, or being replaced: the next poll sees it
             continue
         if state.head.seq > newest[0]:
-            newest = (state.head.seq, {key: p.offset for key, p in state.positions.items()})
+            newest = (state.head.seq, state.positions)
     return newest[1]
 
 
+def spooled_offsets(spool_dir: Path, stream: str) -> dict[str, int]:
+    return {key: p.offset for key, p in spooled_positions(spool_dir, stream).items()}
+
+
 def drained(spool_dir: Path, stream: str, path: Path) -> bool:
-    """Is every byte of `path` covered by the spool (so deleting it can lose nothing)?"""
+    """Is every byte of `path` covered by the spool (so deleting it can lose nothing)? The position
+    must be this file's: same inode and same first bytes (inode numbers are reused)."""
     try:
         st = path.stat()
+        position = spooled_positions(spool_dir, stream).get(f"{st.st_dev}:{st.st_ino}")
+        if position is None or position.offset < st.st_size:
+            return False
+        with path.open("rb") as f:
+            return fingerprint(f.read(position.head_len)) == position.head
     except FileNotFoundError:
         return True
-    return spooled_offsets(spool_dir, stream).get(f"{st.st_dev}:{st.st_ino}", -1) >= st.st_size
 
 
 @dataclass

@@ -4,19 +4,14 @@ in packaging/ rely on those names)."""
 from __future__ import annotations
 
 import re
-import socket
 import urllib.request
 from pathlib import Path
 
 from agent.localrun import Workspace, wait_for
+from tests.conftest import free_port
 
 DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_every_documented_metric_is_exported(workspace: Workspace) -> None:

@@ -3,21 +3,16 @@ answer over real HTTP (with mTLS material in place and no aggregator reachable y
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from pathlib import Path
 
 from agent.keys import write_keypair
 from agent.localrun import LocalProcess, logseal_command, wait_for
+from tests.conftest import free_port
 from tests.tls_material import make_tls_material
 
 ROOT = Path(__file__).parents[2]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_packaged_agent_config_serves_metrics_and_readiness(tmp_path: Path) -> None:
