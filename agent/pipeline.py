@@ -20,10 +20,10 @@ from agent.errors import SealError
 from agent.journal import JournalReader
 from agent.normalize import Assembler, NormalizeOptions, SourceContext, assembler_for
 from agent.normalize.common import Event, format_timestamp
-from agent.seal import ChainHead, EncodedBatch, Sealer
+from agent.seal import ChainHead, EncodedBatch, Sealer, decode_events, open_payload
 from agent.spool import HeldRecord, Spool, SpoolStopped, StreamState
 from agent.tail import Gap, Position, Tailer
-from agent.wire import batch_to_bytes
+from agent.wire import batch_from_bytes, batch_to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ class StreamPipeline:
         self.last_sealed_at = time.monotonic()
         if self.journal is None:  # a journal resumes by its cursor: what was held is read again
             self._restore(state.held, received_now())
+        if state.broken_seq:
+            self._reseal(state, received_now())
 
     def _assembler(self, key: str, path: str) -> Assembler:
         cached = self._assemblers.get(key)
@@ -187,6 +189,35 @@ class StreamPipeline:
                 record.line.line, record.line.offset, record.line.received))
         if held:
             log.info("restored held lines stream=%s lines=%d", self.name, len(held))
+
+    def _reseal(self, state: StreamState, received: str) -> None:
+        """A spooled batch failed its checksum: seal the batches spooled after it again, after a gap record.
+
+        Without orphans the lost batch's lines are simply read again (its positions were never the
+        stream's); with orphans those lines are gone, and the gap record says which batch and files."""
+        if not state.orphans:
+            log.warning("a spooled batch was corrupt; its lines are read again stream=%s seq=%d",
+                        self.name, state.broken_seq)
+            return
+        first_state = state.orphans[0][0]
+        files = sorted({p.path for p in first_state.positions.values()})
+        reason = (f"spool record of batch {state.broken_seq} failed its checksum (quarantined); its lines of "
+                  f"{', '.join(files) or 'the stream'} after the previous batch's positions are lost")
+        gap = gap_event(Gap(f"{self.name}#{state.broken_seq}", 0, 0, reason), self.host_name, received)
+        pending: list[Event] = [gap]
+        self.stats.gaps += 1
+        for orphan_state, raw in state.orphans:
+            batch = batch_from_bytes(raw)
+            body = open_payload(batch).body if not batch.payload_dropped else b""
+            for event in decode_events(body or b""):
+                event.get("event", {}).pop("id", None)
+                pending.append(event)
+            self.worker.submit(self.sealer.encode(self.name, self.next_seq, pending), orphan_state.positions,
+                               orphan_state.held)
+            self.next_seq += 1
+            pending = []
+        log.error("spool record lost; later batches sealed again after a gap record stream=%s lost_seq=%d "
+                  "resealed=%d", self.name, state.broken_seq, len(state.orphans))
 
     def held(self) -> list[HeldRecord]:
         if self.journal is not None:

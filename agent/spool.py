@@ -68,6 +68,11 @@ class StreamState:
     head: ChainHead = GENESIS
     positions: dict[str, Position] = field(default_factory=dict)
     held: list[HeldRecord] = field(default_factory=list)
+    # After a quarantined record: the later records (their state and batch bytes), taken out of the
+    # spool because they chain to a batch that can no longer be sent. The stream seals their events
+    # again after a gap record (`broken_seq` names the lost batch).
+    orphans: list[tuple[StreamState, bytes]] = field(default_factory=list)
+    broken_seq: int = 0
 
 
 def _positions_to_json(positions: dict[str, Position]) -> list[dict[str, object]]:
@@ -217,20 +222,34 @@ class Spool:
             except SpoolCorrupt as exc:
                 self._quarantine(checkpoint, str(exc))
         self._acked_heads[stream] = state.head.seq
+        broken_seq = 0
+        orphans: list[tuple[StreamState, bytes]] = []
         for path in sorted(stream_dir.glob("*.batch")):
             try:
-                record, _ = decode_record(path.read_bytes())
+                record, raw = decode_record(path.read_bytes())
             except (SpoolCorrupt, OSError) as exc:
                 self._quarantine(path, str(exc))
+                if not broken_seq:
+                    broken_seq = int(path.stem) if path.stem.isdigit() else state.head.seq + 1
                 continue
             if record.head.seq <= self._acked_heads[stream]:
                 path.unlink()  # acked before the crash; its checkpoint is already on disk
+                continue
+            if broken_seq:
+                # Chains to the quarantined batch: it cannot be sent as it is; its events are sealed again.
+                orphans.append((record, raw))
+                path.unlink()
                 continue
             state = record
             size = path.stat().st_size
             with self._lock:
                 self._pending[(stream, record.head.seq)] = _Entry(path, record, None, size)
                 self._bytes += size
+        if broken_seq:
+            # The chain resumes at the last good batch; files and held lines resume where the last
+            # orphan left them (its events are sealed again, so its lines must not be read again).
+            last = orphans[-1][0] if orphans else state
+            state = StreamState(state.head, last.positions, last.held, orphans, broken_seq)
         return state
 
     def _quarantine(self, path: Path, reason: str) -> None:

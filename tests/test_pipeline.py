@@ -114,3 +114,39 @@ def test_positions_spooled_mid_chunk_stop_after_the_last_batched_line(tmp_path: 
     assert next(iter(first.positions.values())).offset == len(lines[0]) + len(lines[1]) + 2
     worker.close()
     pipeline.close()
+
+
+def test_a_corrupt_spooled_batch_is_replaced_by_a_gap_and_later_batches_are_sealed_again(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    lines = [f"Nov 26 10:00:00 h sshd[1]: line {i}".encode() for i in range(9)]
+    log.write_bytes(b"".join(line + b"\n" for line in lines))
+    key = Ed25519PrivateKey.generate()
+    pipeline, worker = make_pipeline(tmp_path / "spool", log, "syslog", key, max_events=3)
+    pipeline.pump(RECEIVED, 0.0)
+    worker.drain()
+    worker.close()
+    pipeline.close()
+    second = tmp_path / "spool" / "s" / "0000000000000002.batch"
+    damaged = bytearray(second.read_bytes())
+    damaged[-50] ^= 0xFF
+    second.write_bytes(bytes(damaged))
+
+    resumed, worker = make_pipeline(tmp_path / "spool", log, "syslog", key, max_events=1000)
+    worker.drain()
+    worker.close()
+    resumed.close()
+    assert (tmp_path / "spool" / "quarantine" / "s-0000000000000002.batch").exists()
+    batches = []
+    head = None
+    for path in sorted((tmp_path / "spool" / "s").glob("*.batch")):
+        _, raw = decode_record(path.read_bytes())
+        batch = batch_from_bytes(raw)
+        if head is not None:
+            assert batch.header.prev_hash == head  # one unbroken chain again
+        head = batch.batch_hash
+        batches.append([e for e in decode_events(open_payload(batch).body or b"")])
+    assert [b[0]["event"].get("original") for b in batches[:1]] == [lines[0].decode()]
+    gap = batches[1][0]
+    assert gap["event"]["dataset"] == "logseal.gap" and "batch 2" in gap["logseal"]["gap"]["reason"]
+    assert [e["event"]["original"] for e in batches[1][1:]] == [line.decode() for line in lines[6:9]]
+    assert len(batches) == 2  # batch 1 as it was; batch 2 = the gap and the events of the old batch 3
