@@ -113,8 +113,9 @@ class AgentConfig:
     """Ed25519 private key of this node (from `logseal keygen`, mode 0600)."""
     spool_dir: Path
     """Disk buffer for sealed batches and file positions."""
-    aggregator: str
-    """host:port of the aggregator."""
+    aggregator: str | list[str]
+    """host:port of the aggregator, or a list of them: the agent fails over to the next on a connection
+    failure (every aggregator of the list must share one store, e.g. `[store] type = "jetstream"`)."""
     heartbeat_s: int = 60
     """Seal an empty batch in a stream that had nothing to send for this long (0: never), so that a node
     going silent, or a stream's tail being cut, shows at the aggregator."""
@@ -137,6 +138,16 @@ class AgentConfig:
 class StoreConfig:
     segment_max_bytes: int = 64 << 20
     """Start a new segment file once the current one reaches this size."""
+    type: str = "local"
+    """"local": segments and index under `store_dir`; "jetstream": a replicated NATS JetStream stream
+    shared by every aggregator of the fleet (see docs/jetstream.md)."""
+    servers: list[str] = field(default_factory=list)
+    """jetstream: NATS URLs of the cluster's nodes (e.g. "nats://10.0.0.1:4222")."""
+    stream: str = "LOGSEAL"
+    """jetstream: name of the stream; its chain heads and Merkle state are in the key-value bucket
+    `<stream>-state`."""
+    replicas: int = 3
+    """jetstream: replicas of the stream and the bucket (1..5)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +218,8 @@ def _convert(value: Any, hint: Any, where: str, base: Path) -> Any:
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) > 1 and isinstance(value, list):  # e.g. `str | list[str]`: a list picks the list type
+            return _convert(value, next(a for a in inner if typing.get_origin(a) is list), where, base)
         return _convert(value, inner[0], where, base)
     if origin is list:
         (item,) = typing.get_args(hint)
@@ -317,7 +330,10 @@ def load_agent_config(path: Path) -> AgentConfig:
     if not config.key.is_file():
         raise ConfigError(f"{where}: key: {config.key} does not exist; create it with "
                           f"`logseal keygen --node-id {config.node_id} --out {config.key.parent}`")
-    _check_address(config.aggregator, f"{where}: aggregator")
+    if isinstance(config.aggregator, list) and not config.aggregator:
+        raise ConfigError(f"{where}: aggregator: give at least one host:port")
+    for i, address in enumerate(aggregator_addresses(config)):
+        _check_address(address, f"{where}: aggregator" + (f"[{i}]" if isinstance(config.aggregator, list) else ""))
     if config.aggregator_pub is not None and not config.aggregator_pub.is_file():
         raise ConfigError(f"{where}: aggregator_pub: file {config.aggregator_pub} does not exist; copy the "
                           "aggregator's STORE/aggregator.pub")
@@ -395,6 +411,7 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
         raise ConfigError(f"{where}: trusted_keys_dir: {config.trusted_keys_dir} is not a directory; "
                           "create it and put each node's <node_id>.pub in it")
     _positive(config.store.segment_max_bytes, f"{where}: store.segment_max_bytes", 1 << 16)
+    _check_store_type(config.store, f"{where}: store")
     _check_tls(config.tls, f"{where}: tls")
     _check_metrics(config.metrics, f"{where}: metrics", aggregator=True)
     _positive(config.limits.max_message_bytes, f"{where}: limits.max_message_bytes", 1 << 20, 1 << 30)
@@ -420,3 +437,25 @@ def _valid_origin(origin: str) -> bool:
 
 def stream_name(source: SourceConfig) -> str:
     return source.name or source.type
+
+
+def aggregator_addresses(config: AgentConfig) -> list[str]:
+    """The agent's aggregators, in failover order."""
+    return [config.aggregator] if isinstance(config.aggregator, str) else list(config.aggregator)
+
+
+def _check_store_type(store: StoreConfig, where: str) -> None:
+    if store.type not in ("local", "jetstream"):
+        raise ConfigError(f"{where}.type: {store.type!r} is not \"local\" or \"jetstream\"")
+    if store.type == "local":
+        if store.servers:
+            raise ConfigError(f"{where}.servers: only a jetstream store has servers; set type = \"jetstream\"")
+        return
+    if not store.servers:
+        raise ConfigError(f"{where}.servers: give the NATS URLs of the cluster (e.g. [\"nats://127.0.0.1:4222\"])")
+    for i, url in enumerate(store.servers):
+        if not url.startswith(("nats://", "tls://")) or not url.split("://", 1)[1]:
+            raise ConfigError(f"{where}.servers[{i}]: {url!r} is not a NATS URL (nats://host:port)")
+    if not store.stream or not all(c.isalnum() or c in "_-" for c in store.stream):
+        raise ConfigError(f"{where}.stream: {store.stream!r} may hold only letters, digits, '_' and '-'")
+    _positive(store.replicas, f"{where}.replicas", 1, 5)

@@ -5,6 +5,10 @@ batch; on `rejected` the batch stays spooled, the rejection is logged, and the s
 after a backoff (the aggregator may just not have enrolled the key yet). Any transport error
 also means: back off with full jitter, reconnect, resend every pending batch in order. The
 aggregator's dedup makes the resends harmless, so delivery into the store is exactly once.
+
+Given several aggregators (which share one store), a session that ends without settling a batch
+moves on to the next address, in order and round again: failover. Dedup is by (node, stream, seq)
+in the shared store, so a batch sent to two aggregators is still stored once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -112,10 +116,11 @@ class _Session:
 
 
 class Shipper(threading.Thread):
-    def __init__(self, target: str, spool: Spool, config: ShipConfig, tls: TlsConfig | None = None,
+    def __init__(self, target: str | Sequence[str], spool: Spool, config: ShipConfig, tls: TlsConfig | None = None,
                  rng: random.Random | None = None, on_checkpoint: Callable[[str], None] | None = None) -> None:
         super().__init__(name="logseal-shipper", daemon=True)
-        self.target = target
+        self.targets = [target] if isinstance(target, str) else list(target)
+        self.target = self.targets[0]
         self.spool = spool
         self.config = config
         self.tls = tls
@@ -142,6 +147,9 @@ class Shipper(threading.Thread):
             if self._stopping.is_set():
                 break
             attempt = 0 if progressed else attempt + 1
+            if not progressed and len(self.targets) > 1:
+                self.target = self.targets[(self.targets.index(self.target) + 1) % len(self.targets)]
+                log.info("failing over to the next aggregator target=%s", self.target)
             delay = backoff_delay(attempt, self.config.backoff_initial_ms / 1000,
                                   self.config.backoff_max_ms / 1000, self._rng)
             self.stats.reconnects += 1

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 
@@ -22,7 +23,8 @@ from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
 from agent.aggregator.index_rows import index_rows
-from agent.aggregator.store import Store
+from agent.aggregator.store import StoredCheckpoint
+from agent.aggregator.store_api import ChainMoved, IngestStore, StoreUnavailable
 from agent.errors import StoreError
 from agent.normalize.common import Event, format_timestamp
 from agent.seal import Finding, Keyring, SealedBatch, Verdict, check_link, open_payload, verify_signature
@@ -62,9 +64,20 @@ def security_event(action: str, node: str, stream: str, seq: int, verdict: str, 
             "logseal": {"node": node, "stream": stream, "seq": seq, "verdict": verdict, "peer": peer}}
 
 
+class CheckpointSigner(Protocol):
+    @property
+    def last(self) -> StoredCheckpoint | None: ...
+
+    def after_append(self, now_ns: int) -> None: ...
+
+
+# A shared store's chain can move under a batch (another aggregator stored it): verify again, boundedly.
+_MAX_ATTEMPTS = 8
+
+
 class Ingestor:
-    def __init__(self, store: Store, keyring: Keyring, detection: DetectionShell | None = None, *,
-                 checkpointer: Checkpointer | None = None, bind_identity: bool = False) -> None:
+    def __init__(self, store: IngestStore, keyring: Keyring, detection: DetectionShell | None = None, *,
+                 checkpointer: Checkpointer | CheckpointSigner | None = None, bind_identity: bool = False) -> None:
         self.store = store
         self.keyring = keyring
         self.detection = detection
@@ -75,8 +88,7 @@ class Ingestor:
         self.acks_by_status: dict[tuple[str, str], int] = {}
         self.last_batch_unix: dict[str, float] = {}
         self.events_by_dataset: dict[str, int] = {}
-        self._keys_dir = store.directory / "keys"
-        self._keys_dir.mkdir(exist_ok=True, mode=0o700)
+        self._remembered: set[tuple[str, str]] = set()
 
     def handle(self, raw: bytes, peer: str, cert_node: str | None = None) -> pb.Ack:
         """Verify, store and ack one batch; `cert_node` is the node id of the peer's client certificate."""
@@ -94,9 +106,20 @@ class Ingestor:
         finding = verify_signature(batch, self.keyring)
         if not finding.ok:
             return self._reject(peer, batch, finding)
+        for _ in range(_MAX_ATTEMPTS):
+            try:
+                return self._link_and_store(raw, batch, peer)
+            except ChainMoved:
+                continue
+        raise StoreUnavailable(f"chain {h.node_id}/{h.stream_id} kept moving under batch {h.seq}; not acked")
+
+    def _link_and_store(self, raw: bytes, batch: SealedBatch, peer: str) -> pb.Ack:
+        h = batch.header
         head = self.store.head(h.node_id, h.stream_id)
         known = self.store.known_hash(h.node_id, h.stream_id, h.seq) if h.seq <= head.seq else None
         link = check_link(head, h, batch.batch_hash, known)
+        if not link.ok and link.verdict is not Verdict.REPLAYED and self.store.refresh(h.node_id, h.stream_id):
+            raise ChainMoved(f"{h.node_id}/{h.stream_id} moved on")
         if link.verdict is Verdict.REPLAYED:
             self.stats.duplicates += 1
             return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.DUPLICATE))
@@ -153,13 +176,11 @@ class Ingestor:
 
     def _remember_key(self, node: str, key_id: str) -> None:
         """Keep the public key beside the batches it signs, for offline `verify`."""
-        path = self._keys_dir / f"{node}.{key_id}.pub"
-        if not path.exists():
+        if (node, key_id) not in self._remembered:
             pem = self.keyring[node][key_id].public_bytes(serialization.Encoding.PEM,
                                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(pem)
-            tmp.replace(path)
+            self.store.remember_key(node, key_id, pem)
+            self._remembered.add((node, key_id))
 
     def _reject(self, peer: str, batch: SealedBatch | None, finding: Finding) -> pb.Ack:
         self.stats.rejected += 1

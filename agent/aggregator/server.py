@@ -34,6 +34,8 @@ from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
 from agent.aggregator.ingest import Ingestor, security_event
+from agent.aggregator.jetstream import JetStreamStore
+from agent.aggregator.jetstream_checkpoints import JetStreamCheckpointer
 from agent.aggregator.store import Store
 from agent.certs import CertError, node_id_from_cert
 from agent.config import AggregatorConfig
@@ -74,13 +76,19 @@ def peer_node_id(context: grpc.aio.ServicerContext) -> str | None:
 class Aggregator:
     def __init__(self, config: AggregatorConfig) -> None:
         self.config = config
-        self.store = Store(config.store_dir, config.store.segment_max_bytes)
+        self.store: Store | JetStreamStore
+        self.checkpointer: Checkpointer | JetStreamCheckpointer
+        if config.store.type == "jetstream":
+            self.store = JetStreamStore(config.store.servers, config.store.stream, config.store.replicas)
+            self.checkpointer = JetStreamCheckpointer.from_config(self.store, config, time.time_ns())
+        else:
+            self.store = Store(config.store_dir, config.store.segment_max_bytes)
+            self.checkpointer = Checkpointer.from_config(self.store, config, time.time_ns())
         keys = load_trusted_keys(config.trusted_keys_dir)
         self.detection = (DetectionShell(config.detect.rules, config.store_dir, config.detect.alerts_file,
                                          outputs=config.alert_output,
                                          baselines=BaselineConfig() if config.detect.baselines else None)
                           if config.detect.rules or config.detect.baselines else None)
-        self.checkpointer = Checkpointer.from_config(self.store, config, time.time_ns())
         self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection, checkpointer=self.checkpointer,
                                  bind_identity=config.tls is not None)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")

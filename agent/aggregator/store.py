@@ -347,6 +347,20 @@ class Store:
         self._heads[(h.node_id, h.stream_id)] = ChainHead(h.seq, batch.batch_hash)
         return batch_id
 
+    def refresh(self, node: str, stream: str) -> bool:
+        """The single writer's heads are always current: nothing to re-read."""
+        return False
+
+    def remember_key(self, node: str, key_id: str, pem: bytes) -> None:
+        """Keep the public key beside the batches it signs (STORE/keys/NODE.KEYID.pub), for offline `verify`."""
+        keys_dir = self.directory / "keys"
+        keys_dir.mkdir(exist_ok=True, mode=0o700)
+        path = keys_dir / f"{node}.{key_id}.pub"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(pem)
+            tmp.replace(path)
+
     def record_equivocation(self, peer: str, raw: bytes, batch: SealedBatch, stored_hash: bytes) -> bool:
         """Keep a second, differently-hashed batch for a stored (node, stream, seq) as evidence.
 
