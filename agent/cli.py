@@ -11,8 +11,9 @@ import datetime as dt
 import logging
 import sys
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -80,12 +81,29 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _store_or_jetstream(args: argparse.Namespace) -> None:
+    """Exactly one of STORE and --jetstream URL (with --stream NAME)."""
+    if (args.store is None) == (args.jetstream is None):
+        raise LogsealError(f"{args.command}: give either STORE or --jetstream URL --stream NAME")
+    if args.jetstream is not None and not args.stream:
+        raise LogsealError(f"{args.command} --jetstream: give --stream NAME (the aggregators' [store] stream)")
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from agent.aggregator.verify import verify_store
 
-    report = verify_store(Path(args.store), Path(args.keys) if args.keys else None,
-                          Path(args.witness) if args.witness else None,
-                          Path(args.aggregator_pub) if args.aggregator_pub else None)
+    _store_or_jetstream(args)
+    if args.jetstream is not None:
+        from agent.aggregator.jetstream_read import verify_jetstream
+
+        if args.witness:
+            raise LogsealError("verify --jetstream: --witness applies to a local store")
+        report = verify_jetstream(args.jetstream, args.stream, Path(args.keys) if args.keys else None,
+                                  Path(args.aggregator_pub) if args.aggregator_pub else None)
+    else:
+        report = verify_store(Path(args.store), Path(args.keys) if args.keys else None,
+                              Path(args.witness) if args.witness else None,
+                              Path(args.aggregator_pub) if args.aggregator_pub else None)
     if args.json:
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -207,10 +225,17 @@ def _cmd_query(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise LogsealError(str(exc)) from None
+    _store_or_jetstream(args)
     out = sys.stdout
+    if args.jetstream is not None:
+        from agent.aggregator.jetstream_read import query_jetstream
+
+        events: Iterable[dict[str, Any]] = query_jetstream(args.jetstream, args.stream, flt)
+    else:
+        events = query_events(Path(args.store), flt)
     if not args.json:
         out.write(TABLE_HEADER + "\n")
-    for event in query_events(Path(args.store), flt):
+    for event in events:
         out.write(orjson.dumps(event).decode() + "\n" if args.json else table_row(event) + "\n")
     return EXIT_OK
 
@@ -301,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_keygen)
 
     p = sub.add_parser("verify", help="verify a store offline")
-    p.add_argument("store")
+    p.add_argument("store", nargs="?", help="a local store folder (or give --jetstream)")
+    p.add_argument("--jetstream", metavar="URL", help="verify a JetStream store: NATS URL(s), comma-separated")
+    p.add_argument("--stream", help="with --jetstream: the stream name ([store] stream)")
     p.add_argument("--keys", help="enrolled keys folder (<node_id>.pub) instead of the store's own copies")
     p.add_argument("--witness", help="folder of witnessed checkpoints (the aggregator's witness_dir)")
     p.add_argument("--aggregator-pub", help="the aggregator's public key held apart from the store "
@@ -338,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_certs)
 
     p = sub.add_parser("query", help="print stored events")
-    p.add_argument("store")
+    p.add_argument("store", nargs="?", help="a local store folder (or give --jetstream)")
+    p.add_argument("--jetstream", metavar="URL", help="read a JetStream store: NATS URL(s), comma-separated")
+    p.add_argument("--stream", help="with --jetstream: the stream name ([store] stream)")
     p.add_argument("--since", help="RFC 3339 time or age (15m, 2h, 7d)")
     p.add_argument("--until", help="RFC 3339 time or age")
     p.add_argument("--node")

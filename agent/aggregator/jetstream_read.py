@@ -1,0 +1,247 @@
+"""`verify --jetstream` and `query --jetstream`: read a JetStream store's stream like a local store.
+
+Verification walks every message of the stream in order: each batch's signature, payload digest
+and chain link (a second copy of a (node, stream, seq) is `replayed`: stored twice), the batch's
+subject against its header, the Merkle log recomputed in stream order against the bucket's
+append state and against every signed checkpoint, and kept equivocation evidence. Keys come from
+the bucket (`key.*`, `log`) unless given as files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from agent import merkle
+from agent.aggregator.index_rows import index_rows
+from agent.aggregator.jetstream import LOG_KEY, MERKLE_KEY, Names, connect, iter_messages, parse_merkle, untoken
+from agent.aggregator.query import EventFilter
+from agent.aggregator.verify import _KIND_BY_VERDICT, DeclaredGap, Problem, Report
+from agent.checkpoint import CheckpointError, open_checkpoint
+from agent.errors import StoreError
+from agent.keys import load_public_key, load_trusted_keys
+from agent.seal import ChainTracker, Keyring, keyring_from, open_payload, verify_signature
+from agent.wire import WireError, batch_from_bytes
+
+
+def servers_of(url: str) -> list[str]:
+    """`--jetstream` takes one NATS URL or several, comma-separated."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not servers or not all(u.startswith(("nats://", "tls://")) for u in servers):
+        raise StoreError(f"--jetstream {url!r}: give NATS URLs like nats://127.0.0.1:4222 (comma-separated)")
+    return servers
+
+
+async def _open(servers: Sequence[str], stream: str) -> tuple[Any, Any, Any]:
+    nc = await connect(servers, name="logseal-reader")
+    js = nc.jetstream(timeout=10)
+    names = Names(stream)
+    try:
+        await js.stream_info(stream)
+        kv = await js.key_value(names.bucket)
+    except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+        await nc.close()
+        raise StoreError(f"no logseal stream {stream!r} (with bucket {names.bucket!r}) at "
+                         f"{', '.join(servers)}") from None
+    return nc, js, kv
+
+
+async def _kv_value(kv: Any, key: str) -> bytes | None:
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    return bytes(entry.value) if entry.value is not None else None
+
+
+async def _bucket_keyring(kv: Any) -> Keyring:
+    ring: dict[str, dict[str, Ed25519PublicKey]] = {}
+    try:
+        keys = await kv.keys(filters=["key.>"])
+    except nats.js.errors.NoKeysError:
+        return ring
+    for key in keys:
+        _, node, key_id = key.split(".", 2)
+        pem = await _kv_value(kv, key)
+        if pem is None:
+            continue
+        public = load_pem_public_key(pem)
+        if isinstance(public, Ed25519PublicKey):
+            ring.setdefault(untoken(node), {})[untoken(key_id)] = public
+    return ring
+
+
+async def _verify(servers: Sequence[str], stream: str, keys_dir: Path | None, aggregator_pub: Path | None) -> Report:
+    nc, js, kv = await _open(servers, stream)
+    names = Names(stream)
+    report = Report(store=f"{','.join(servers)} stream {stream}")
+
+    def add(kind: str, where: str, batch: str, detail: str) -> None:
+        report.problems.append(Problem(kind, where, batch, detail))
+
+    try:
+        keyring = keyring_from(load_trusted_keys(keys_dir)) if keys_dir is not None else await _bucket_keyring(kv)
+        log_doc = await _kv_value(kv, LOG_KEY)
+        merkle_doc = await _kv_value(kv, MERKLE_KEY)
+        chains: dict[tuple[str, str], ChainTracker] = {}
+        leaves: list[bytes] = []
+        notes: list[tuple[str, str]] = []
+        async for msg in iter_messages(js, stream, f"{stream}.>"):
+            sseq = msg.metadata.sequence.stream
+            where = f"{stream}#{sseq}"
+            subject = msg.subject
+            if subject == names.checkpoints:
+                notes.append((where, msg.data.decode(errors="replace")))
+                continue
+            if subject.startswith(f"{stream}.equivocation."):
+                add("equivocation", where, subject.split(".", 2)[2], "the node signed two different batches for "
+                                                                     "one seq; the second is kept as evidence")
+                continue
+            if not names.is_batch(subject):
+                continue
+            try:
+                batch = batch_from_bytes(msg.data)
+            except WireError as exc:
+                add("modified", where, "", str(exc))
+                continue
+            h = batch.header
+            name = f"{h.node_id}/{h.stream_id}#{h.seq}"
+            leaves.append(merkle.leaf_hash(batch.batch_hash))
+            report.batches += 1
+            if subject != names.batch_subject(h.node_id, h.stream_id):
+                add("modified", where, name, f"published on {subject}, not on its chain's subject")
+            finding = verify_signature(batch, keyring)
+            if not finding.ok:
+                add(_KIND_BY_VERDICT[finding.verdict], where, name, str(finding))
+            if batch.payload_dropped:
+                report.gaps.append(DeclaredGap(where, name, f"payload of {h.event_count} events dropped by the node "
+                                                            "(spool full)"))
+            else:
+                report.events += h.event_count
+                opened = open_payload(batch)
+                if not opened.finding.ok:
+                    add(_KIND_BY_VERDICT[opened.finding.verdict], where, name, str(opened.finding))
+                elif opened.body:
+                    for row in index_rows(opened.body):
+                        if row[2] == "logseal.gap":
+                            report.gaps.append(DeclaredGap(where, name, f"gap record at event {row[0]}"))
+            link = chains.setdefault((h.node_id, h.stream_id), ChainTracker()).observe(h, batch.batch_hash)
+            if not link.ok:
+                add(_KIND_BY_VERDICT[link.verdict], where, name, str(link))
+    finally:
+        await nc.close()
+    _check_log(report, names, leaves, merkle_doc, log_doc, notes, aggregator_pub, add)
+    return report
+
+
+def _check_log(report: Report, names: Names, leaves: list[bytes], merkle_doc: bytes | None, log_doc: bytes | None,
+               notes: list[tuple[str, str]], aggregator_pub: Path | None, add: Any) -> None:
+    report.tree_size = len(leaves)
+    report.checkpoints = len(notes)
+    roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
+    state = merkle.MerkleState()
+    for leaf in leaves:
+        state.append(leaf)
+        roots[state.size] = state.root()
+    bucket = f"bucket {names.bucket} key merkle"
+    if merkle_doc is not None:
+        try:
+            kv_state, _ = parse_merkle(merkle_doc)
+        except (StoreError, merkle.MerkleError, ValueError, KeyError) as exc:
+            add("modified", bucket, "", f"the Merkle append state cannot be read: {exc}")
+        else:
+            if kv_state.size > len(leaves):
+                add("rollback", bucket, "", f"the Merkle state covers {kv_state.size} batches, the stream holds "
+                                            f"{len(leaves)}: batches were removed")
+            elif kv_state.root() != roots[kv_state.size]:
+                add("inclusion-failure", bucket, "", f"the Merkle state's root of {kv_state.size} batches is not "
+                                                     "the root of the stream's first batches")
+            elif kv_state.size < len(leaves):
+                report.info.append(f"the Merkle state covers {kv_state.size} of {len(leaves)} batches; the next "
+                                   "append extends it")
+    origin, public_key = None, None
+    if aggregator_pub is not None:
+        public_key = load_public_key(aggregator_pub)
+    if log_doc is not None:
+        doc = orjson.loads(log_doc)
+        origin = str(doc["origin"])
+        if public_key is None:
+            loaded = load_pem_public_key(str(doc["pub"]).encode())
+            public_key = loaded if isinstance(loaded, Ed25519PublicKey) else None
+    if notes and (public_key is None or origin is None):
+        add("checkpoint-signature", f"bucket {names.bucket} key log", "", "no log key to check the checkpoints with")
+        return
+    previous = 0
+    for where, note in notes:
+        assert public_key is not None and origin is not None
+        try:
+            cp = open_checkpoint(note, origin, public_key)
+        except CheckpointError as exc:
+            add("checkpoint-signature", where, "", f"the checkpoint does not verify with the log key: {exc}")
+            continue
+        if cp.size < previous:
+            add("inconsistent-checkpoints", where, "", f"signed a tree of {cp.size} batches after one of {previous}")
+        previous = max(previous, cp.size)
+        if cp.size > len(leaves):
+            add("rollback", where, "", f"a checkpoint of {cp.size} batches was signed, the stream holds {len(leaves)}")
+        elif roots[cp.size] != cp.root:
+            add("inclusion-failure", where, "", f"the root of the stream's first {cp.size} batches is not the signed "
+                                                "root: a batch under this checkpoint was changed, removed or inserted")
+    if len(leaves) > previous:
+        report.info.append(f"unsealed tail: {len(leaves) - previous} batch(es) after the last checkpoint "
+                           f"(size {previous}); a later checkpoint will cover them")
+
+
+def verify_jetstream(url: str, stream: str, keys_dir: Path | None = None,
+                     aggregator_pub: Path | None = None) -> Report:
+    try:
+        return asyncio.run(_verify(servers_of(url), stream, keys_dir, aggregator_pub))
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise StoreError(f"--jetstream {url}: {exc or type(exc).__name__}") from None
+
+
+async def _query(servers: Sequence[str], stream: str, flt: EventFilter) -> list[dict[str, Any]]:
+    nc, js, _ = await _open(servers, stream)
+    names = Names(stream)
+    subject = names.batches if flt.node is None else f"{names.batch_subject(flt.node, 'x').rsplit('.', 1)[0]}.>"
+    found: list[tuple[int, int, int, bytes]] = []
+    order = 0
+    try:
+        async for msg in iter_messages(js, stream, subject):
+            order += 1
+            try:
+                opened = open_payload(batch_from_bytes(msg.data))
+            except WireError:
+                continue
+            if opened.body is None or not opened.body:
+                continue
+            lines = opened.body.split(b"\n")
+            for idx, ts_ns, dataset, user, action in index_rows(opened.body):
+                if ((flt.dataset is not None and dataset != flt.dataset) or (flt.user is not None and user != flt.user)
+                        or (flt.action is not None and action != flt.action)
+                        or (flt.since_ns is not None and ts_ns < flt.since_ns)
+                        or (flt.until_ns is not None and ts_ns >= flt.until_ns)):
+                    continue
+                found.append((ts_ns, order, idx, lines[idx]))
+    finally:
+        await nc.close()
+    found.sort(key=lambda row: row[:3])
+    if flt.limit is not None:
+        found = found[:flt.limit]
+    return [orjson.loads(row[3]) for row in found]
+
+
+def query_jetstream(url: str, stream: str, flt: EventFilter) -> list[dict[str, Any]]:
+    """Stored events matching `flt`, ordered as `query STORE` orders them (time, then ingest order)."""
+    try:
+        return asyncio.run(_query(servers_of(url), stream, flt))
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise StoreError(f"--jetstream {url}: {exc or type(exc).__name__}") from None
