@@ -11,6 +11,8 @@ missing=""
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing="$missing procps"  # the binary, not the builtin
 command -v dpkg-deb >/dev/null 2>&1 || missing="$missing dpkg"
+# nats-server: the JetStream tests (tests/jetstream/) start their own 3-node cluster with it.
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$missing nats-server"
 if [ -n "$missing" ]; then
     as_root=""
     [ "$(id -u)" -eq 0 ] || as_root="sudo"

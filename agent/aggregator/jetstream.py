@@ -478,6 +478,7 @@ class JetStreamStore:
             self.log = self._run(JetStreamLog.open(self.servers, stream, replicas), timeout_s=60)
         except BaseException:
             self._stop_loop()
+            self._loop.close()
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 60) -> T:

@@ -65,10 +65,12 @@ async def _kv_value(kv: Any, key: str) -> bytes | None:
 async def _bucket_keyring(kv: Any) -> Keyring:
     ring: dict[str, dict[str, Ed25519PublicKey]] = {}
     try:
-        keys = await kv.keys(filters=["key.>"])
+        keys = await kv.keys()
     except nats.js.errors.NoKeysError:
         return ring
     for key in keys:
+        if not key.startswith("key."):
+            continue
         _, node, key_id = key.split(".", 2)
         pem = await _kv_value(kv, key)
         if pem is None:
