@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.aggregator.checkpoints import AGGREGATOR_KEY, AGGREGATOR_PUB, witness_file_name
 from agent.aggregator.jetstream import LOG_KEY, JetStreamStore
 from agent.aggregator.store import StoredCheckpoint
+from agent.aggregator.store_api import StoreUnavailable
 from agent.checkpoint import Checkpoint, CheckpointError, open_checkpoint, sign_checkpoint, time_extension
 from agent.config import AggregatorConfig
 from agent.errors import ConfigError, StoreError
@@ -95,12 +96,18 @@ class JetStreamCheckpointer:
     def after_append(self, now_ns: int) -> None:
         last_size = self._last.size if self._last else 0
         if self.store.tree.size - last_size >= self.every:
-            self.sign(now_ns)
+            self._sign_now(now_ns)
 
     def tick(self, now_ns: int) -> None:
-        last_size = self._last.size if self._last else 0
-        if now_ns - self._last_time_ns >= self.interval_ns and self.store.merkle_state().size > last_size:
+        if now_ns - self._last_time_ns >= self.interval_ns:
+            self._sign_now(now_ns)
+
+    def _sign_now(self, now_ns: int) -> None:
+        """Sign unless the cluster cannot answer now (e.g. electing a leader): a later call signs."""
+        try:
             self.sign(now_ns)
+        except StoreUnavailable as exc:
+            log.warning("checkpoint not signed now; will retry reason=%s", exc)
 
     def sign(self, now_ns: int) -> StoredCheckpoint | None:
         """Sign the shared tree if it grew since the last checkpoint of the stream; returns what was signed."""

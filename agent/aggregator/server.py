@@ -141,7 +141,7 @@ class Aggregator:
                 return
             try:
                 await loop.run_in_executor(self._worker, self.checkpointer.tick, time.time_ns())
-            except LogsealError as exc:
+            except (LogsealError, OSError) as exc:
                 log.error("checkpoint refused reason=%s", exc)
 
     async def _consistency(self, request: pb.ConsistencyRequest, context: grpc.aio.ServicerContext
@@ -320,7 +320,7 @@ class Aggregator:
         self._worker.shutdown(wait=True)
         try:
             self.checkpointer.sign(time.time_ns())
-        except LogsealError as exc:
+        except (LogsealError, OSError) as exc:
             log.error("checkpoint refused at shutdown reason=%s", exc)
         if self.detection is not None:
             self.detection.close()
