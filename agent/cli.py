@@ -296,6 +296,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from agent.bench import run_bench
 
+    if args.jetstream is not None:
+        from agent.jetstream_bench import run_jetstream_bench
+
+        return run_jetstream_bench(args.jetstream, events=args.events, replicas=args.replicas, as_json=args.json)
     return run_bench(events=args.events, as_json=args.json)
 
 
@@ -396,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure the pipeline on generated Kubernetes audit events")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--jetstream", metavar="URL", help="instead: ingest throughput into this JetStream cluster "
+                                                      "through 1 and 2 aggregators (NATS URLs, comma-separated)")
+    p.add_argument("--replicas", type=int, default=3, help="with --jetstream: replicas of the bench stream")
     p.set_defaults(func=_cmd_bench)
 
     from agent.detect_cli import add_detect_parser

@@ -132,8 +132,12 @@ def _msg_id(node: str, stream: str, seq: int) -> str:
 async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: float = 10.0) -> Client:
     """A connection that reconnects for ever once made; the first connect gives up after `timeout_s`."""
 
+    state = {"connected": False, "last": ""}
+
     async def on_error(exc: Exception) -> None:
-        log.warning("nats connection problem reason=%s", exc)
+        state["last"] = str(exc) or type(exc).__name__
+        if state["connected"]:
+            log.warning("nats connection problem reason=%s", exc)
 
     async def on_disconnect() -> None:
         log.info("nats disconnected; reconnecting")
@@ -142,12 +146,15 @@ async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: floa
         log.info("nats reconnected")
 
     try:
-        return await asyncio.wait_for(nats.connect(
+        nc = await asyncio.wait_for(nats.connect(
             servers=list(servers), name=name, connect_timeout=2, reconnect_time_wait=0.25,
             max_reconnect_attempts=-1, error_cb=on_error, disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect), timeout=timeout_s)
     except (TimeoutError, OSError, nats.errors.Error) as exc:
-        raise StoreError(f"cannot reach NATS at {', '.join(servers)}: {exc or type(exc).__name__}") from None
+        reason = state["last"] or str(exc) or type(exc).__name__
+        raise StoreError(f"cannot reach NATS at {', '.join(servers)} within {timeout_s:.0f}s: {reason}") from None
+    state["connected"] = True
+    return nc
 
 
 async def ensure_stream(js: JetStreamContext, names: Names, replicas: int) -> KeyValue:
@@ -490,7 +497,7 @@ class JetStreamStore:
         except (TimeoutError, nats.errors.Error, ConnectionError) as exc:
             future.cancel()
             raise StoreUnavailable(f"JetStream {self.names.stream} not available: "
-                                   f"{exc or type(exc).__name__}") from None
+                                   f"{str(exc) or type(exc).__name__}") from None
 
     def head(self, node: str, stream: str) -> ChainHead:
         return self._run(self.log.head(node, stream)).chain

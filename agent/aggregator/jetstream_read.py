@@ -207,7 +207,7 @@ def verify_jetstream(url: str, stream: str, keys_dir: Path | None = None,
     try:
         return asyncio.run(_verify(servers_of(url), stream, keys_dir, aggregator_pub))
     except (nats.errors.Error, TimeoutError) as exc:
-        raise StoreError(f"--jetstream {url}: {exc or type(exc).__name__}") from None
+        raise StoreError(f"--jetstream {url}: {str(exc) or type(exc).__name__}") from None
 
 
 async def _query(servers: Sequence[str], stream: str, flt: EventFilter) -> list[dict[str, Any]]:
@@ -246,4 +246,4 @@ def query_jetstream(url: str, stream: str, flt: EventFilter) -> list[dict[str, A
     try:
         return asyncio.run(_query(servers_of(url), stream, flt))
     except (nats.errors.Error, TimeoutError) as exc:
-        raise StoreError(f"--jetstream {url}: {exc or type(exc).__name__}") from None
+        raise StoreError(f"--jetstream {url}: {str(exc) or type(exc).__name__}") from None
