@@ -102,13 +102,14 @@ def _run_once(root: Path, servers: Sequence[str], aggregators: int, events: int,
     ws = Workspace(root / f"aggregators-{aggregators}")
     log_key = root / "log.key"
     try:
+        nodes = [f"bench-{i}" for i in range(len(logs))]
+        for node in nodes:  # enrolled before the aggregators start: they read the keys at start
+            ws.enrol(node)
         ports = [start_aggregator(ws, f"agg{i + 1}", servers, stream, replicas, log_key)[1]
                  for i in range(aggregators)]
         counter = _Counter(servers, stream)
         started = time.perf_counter()
-        for i, log_path in enumerate(logs):
-            node = f"bench-{i}"
-            ws.enrol(node)
+        for i, (node, log_path) in enumerate(zip(nodes, logs, strict=True)):
             order = ports[i % len(ports):] + ports[:i % len(ports)]
             addresses = ", ".join(f'"127.0.0.1:{p}"' for p in order)
             config = ws.root / f"{node}.toml"
@@ -116,8 +117,8 @@ def _run_once(root: Path, servers: Sequence[str], aggregators: int, events: int,
                               f'spool_dir = "{ws.root / "spool" / node}"\naggregator = [{addresses}]\n'
                               f'[[source]]\ntype = "k8s_audit"\npaths = ["{log_path}"]\n')
             ws.start_agent(config)
-        wait_for(lambda: asyncio.run(counter.poll()) >= events, 900, f"{events} events in stream {stream}",
-                 interval_s=0.2)
+        wait_for(lambda: asyncio.run(counter.poll()) >= events, 600,
+                 f"{events} events in stream {stream} (logs in {ws.root})", interval_s=0.2)
         seconds = time.perf_counter() - started
         return {"events_per_s": round(events / seconds), "seconds": round(seconds, 2), "batches": counter.batches}
     finally:

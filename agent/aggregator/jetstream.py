@@ -133,6 +133,7 @@ async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: floa
     """A connection that reconnects for ever once made; the first connect gives up after `timeout_s`."""
 
     state = {"connected": False, "last": ""}
+    holder: dict[str, Client] = {}
 
     async def on_error(exc: Exception) -> None:
         state["last"] = str(exc) or type(exc).__name__
@@ -140,7 +141,9 @@ async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: floa
             log.warning("nats connection problem reason=%s", exc)
 
     async def on_disconnect() -> None:
-        log.info("nats disconnected; reconnecting")
+        nc = holder.get("nc")
+        if nc is not None and not (nc.is_closed or nc.is_draining):
+            log.info("nats disconnected; reconnecting")
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")
@@ -154,6 +157,7 @@ async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: floa
         reason = state["last"] or str(exc) or type(exc).__name__
         raise StoreError(f"cannot reach NATS at {', '.join(servers)} within {timeout_s:.0f}s: {reason}") from None
     state["connected"] = True
+    holder["nc"] = nc
     return nc
 
 
