@@ -107,10 +107,14 @@ def test_two_aggregators_racing_on_one_chain_store_each_batch_once_and_keep_one_
     ingestors = [_ingestor(s, key) for s in stores]
     raws = _batches("node-a", 30, key)
     statuses: list[list[int]] = [[], []]
+    leaves: dict[int, int] = {}
 
     def send(which: int) -> None:
-        for raw in raws:  # both send every batch, as an agent failing over and back would
-            statuses[which].append(ingestors[which].handle(raw, f"peer{which}").status)
+        for i, raw in enumerate(raws):  # both send every batch, as an agent failing over and back would
+            ack = ingestors[which].handle(raw, f"peer{which}")
+            statuses[which].append(ack.status)
+            if ack.status == pb.Ack.STORED:
+                leaves[i] = ack.leaf_index
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
     for t in threads:
@@ -120,6 +124,7 @@ def test_two_aggregators_racing_on_one_chain_store_each_batch_once_and_keep_one_
     for i in range(30):  # per batch: stored by exactly one of them, a duplicate at the other
         assert sorted([statuses[0][i], statuses[1][i]]) == sorted([pb.Ack.STORED, pb.Ack.DUPLICATE]), i
     assert _stream_messages(nats_cluster.urls[0], Names(STREAM).batches) == raws
+    assert leaves == {i: i for i in range(30)}  # one chain: stream order is seq order
     assert stores[0].merkle_state().size == 30
     report = verify_jetstream(nats_cluster.url, STREAM)
     assert report.ok, report.problems
@@ -169,3 +174,19 @@ def test_a_store_with_no_reachable_server_is_a_clear_error(tmp_path: Path) -> No
 
     with pytest.raises(StoreError, match="cannot reach NATS at nats://127.0.0.1:1"):
         JetStreamStore(["nats://127.0.0.1:1"], STREAM)
+
+
+def test_consistency_proofs_between_tree_sizes_verify(stores: list[JetStreamStore], key: Ed25519PrivateKey) -> None:
+    ingestor = _ingestor(stores[0], key)
+    raws = _batches("node-a", 7, key)
+    for raw in raws:
+        assert ingestor.handle(raw, "peer").status == pb.Ack.STORED
+    from agent.wire import batch_from_bytes
+
+    leaves = [merkle.leaf_hash(batch_from_bytes(r).batch_hash) for r in raws]
+    tree = stores[1].merkle_state()  # what the other aggregator answers an agent's Consistency call with
+    assert (tree.size, tree.root()) == (7, merkle.root(leaves))
+    proof = stores[1].consistency_proof(3, 7)
+    assert merkle.verify_consistency(3, 7, merkle.root(leaves[:3]), tree.root(), proof)
+    with pytest.raises(ValueError, match="not within the log's 7 leaves"):
+        stores[1].consistency_proof(3, 8)
