@@ -183,8 +183,8 @@ async def ensure_stream(js: JetStreamContext, names: Names, replicas: int) -> Ke
             return await js.key_value(names.bucket)
 
 
-async def iter_messages(js: JetStreamContext, stream: str, subject: str,
-                        start_seq: int = 1) -> AsyncIterator[Msg]:
+async def iter_messages(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1,
+                        fetch_timeout_s: float = 10.0) -> AsyncIterator[Msg]:
     """Every message of `stream` on `subject` from `start_seq`, in order, until the current end."""
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq),
                             ack_policy=AckPolicy.NONE, inactive_threshold=60.0, mem_storage=True, num_replicas=1)
@@ -194,7 +194,7 @@ async def iter_messages(js: JetStreamContext, stream: str, subject: str,
         if not info.num_pending:
             return
         while True:
-            for msg in await sub.fetch(batch=512, timeout=REQUEST_TIMEOUT_S):
+            for msg in await sub.fetch(batch=512, timeout=fetch_timeout_s):
                 yield msg
                 if not msg.metadata.num_pending:
                     return

@@ -10,9 +10,9 @@ the bucket (`key.*`, `log`) unless given as files.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -30,6 +30,8 @@ from agent.errors import StoreError
 from agent.keys import load_public_key, load_trusted_keys
 from agent.seal import ChainTracker, Keyring, keyring_from, open_payload, verify_signature
 from agent.wire import WireError, batch_from_bytes
+
+T = TypeVar("T")
 
 
 def servers_of(url: str) -> list[str]:
@@ -51,6 +53,9 @@ async def _open(servers: Sequence[str], stream: str) -> tuple[Any, Any, Any]:
         await nc.close()
         raise StoreError(f"no logseal stream {stream!r} (with bucket {names.bucket!r}) at "
                          f"{', '.join(servers)}") from None
+    except BaseException:
+        await nc.close()
+        raise
     return nc, js, kv
 
 
@@ -202,10 +207,28 @@ def _check_log(report: Report, names: Names, leaves: list[bytes], merkle_doc: by
                            f"(size {previous}); a later checkpoint will cover them")
 
 
+# A read that times out (a leader election, a loaded cluster) is started again, a few times.
+_TRANSIENT = (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
+              TimeoutError)
+READ_ATTEMPTS = 4
+
+
+async def _retried(read: Callable[[], Awaitable[T]]) -> T:
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            return await read()
+        except _TRANSIENT:
+            if attempt == READ_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.5 * attempt)  # back off before reading the stream again
+    raise AssertionError("unreachable")
+
+
 def verify_jetstream(url: str, stream: str, keys_dir: Path | None = None,
                      aggregator_pub: Path | None = None) -> Report:
+    servers = servers_of(url)
     try:
-        return asyncio.run(_verify(servers_of(url), stream, keys_dir, aggregator_pub))
+        return asyncio.run(_retried(lambda: _verify(servers, stream, keys_dir, aggregator_pub)))
     except (nats.errors.Error, TimeoutError) as exc:
         raise StoreError(f"--jetstream {url}: {str(exc) or type(exc).__name__}") from None
 
@@ -243,7 +266,8 @@ async def _query(servers: Sequence[str], stream: str, flt: EventFilter) -> list[
 
 def query_jetstream(url: str, stream: str, flt: EventFilter) -> list[dict[str, Any]]:
     """Stored events matching `flt`, ordered as `query STORE` orders them (time, then ingest order)."""
+    servers = servers_of(url)
     try:
-        return asyncio.run(_query(servers_of(url), stream, flt))
+        return asyncio.run(_retried(lambda: _query(servers, stream, flt)))
     except (nats.errors.Error, TimeoutError) as exc:
         raise StoreError(f"--jetstream {url}: {str(exc) or type(exc).__name__}") from None

@@ -64,7 +64,7 @@ def _stored_messages(url: str) -> list[str]:
 
 
 def _stored_count(url: str) -> int:
-    """Lines stored so far; -1 while the cluster elects new leaders after the kill and cannot answer."""
+    """Lines stored so far; -1 while the cluster cannot answer (e.g. electing new leaders after the kill)."""
     try:
         return len(_stored_messages(url))
     except StoreError:
@@ -90,7 +90,7 @@ def test_kill_a_nats_node_and_an_aggregator_mid_run_every_line_stored_once(
         for w in writers:
             w.start()
         url = nats_cluster.url
-        wait_for(lambda: len(_stored_messages(url)) >= LINES_PER_NODE, 30, "a third of the lines to be stored")
+        wait_for(lambda: _stored_count(url) >= LINES_PER_NODE, 30, "a third of the lines to be stored")
 
         nats_cluster.nodes[0].process.kill()  # kill -9 one NATS node ...
         assert agg1.kill() == -9  # ... and one aggregator, while the writers write
@@ -108,6 +108,7 @@ def test_kill_a_nats_node_and_an_aggregator_mid_run_every_line_stored_once(
         assert agg2.running()
 
         result = run_cli("verify", "--jetstream", survivors, "--stream", STREAM, "--json")
+        assert result.stdout, result.stderr[-3000:]
         report = orjson.loads(result.stdout)
         assert result.returncode == 0, (report["problems"], result.stderr[-2000:])
         assert report["events"] == len(expected)
