@@ -58,6 +58,8 @@ class Position:
     head: str = ""
     head_len: int = 0
     tail: str = ""
+    # The path the file was first read under: rotated files of one log share it, and are read in turn.
+    origin: str = ""
 
     @property
     def key(self) -> str:
@@ -92,11 +94,13 @@ class Gap:
 
 
 class _Cursor:
-    __slots__ = ("path", "dev", "ino", "offset", "handle", "seen", "head", "head_len", "tail", "last_size")
+    __slots__ = ("path", "dev", "ino", "offset", "handle", "seen", "head", "head_len", "tail", "last_size",
+                 "origin")
 
     def __init__(self, path: str, dev: int, ino: int, offset: int, handle: BinaryIO, head: str, head_len: int,
-                 tail: str) -> None:
+                 tail: str, origin: str = "") -> None:
         self.path = path
+        self.origin = origin or path
         self.dev = dev
         self.ino = ino
         self.offset = offset
@@ -112,7 +116,8 @@ class _Cursor:
         return f"{self.dev}:{self.ino}"
 
     def position(self) -> Position:
-        return Position(self.path, self.dev, self.ino, self.offset, "", self.head, self.head_len, self.tail)
+        return Position(self.path, self.dev, self.ino, self.offset, "", self.head, self.head_len, self.tail,
+                        self.origin)
 
 
 class Tailer:
@@ -225,10 +230,12 @@ class Tailer:
             return
         if self._adopt_as_copy(path, st, handle, head):
             return
+        saved = self._resume.get(key)
         offset = self._resume_offset(key, path, st.st_size, head)
         head_len = min(len(head), offset) if offset else len(head)
+        origin = saved.origin if saved is not None and offset else path
         self._cursors[key] = _Cursor(path, st.st_dev, st.st_ino, offset, handle, fingerprint(head[:head_len]),
-                                     head_len, "")
+                                     head_len, "", origin)
         self._count("files_opened")
 
     def _ignore_compressed(self, key: str, path: str) -> None:
@@ -289,7 +296,8 @@ class Tailer:
                 del (self._orphans if orphan else self._resume)[owner.key]
                 saved = owner
             self._cursors[f"{st.st_dev}:{st.st_ino}"] = _Cursor(
-                path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len, saved.tail)
+                path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len, saved.tail,
+                saved.origin or saved.path)
             self._read_after_copy(saved.key)
             self._count("rotations.copytruncate")
             log.info("continuing a truncated file in its rotated copy path=%s copy=%s offset=%d",
@@ -339,8 +347,9 @@ class Tailer:
                 return True
             return (st.st_dev, st.st_ino) != (owner.dev, owner.ino) or st.st_size < owner.offset
         try:
-            return os.fstat(owner.handle.fileno()).st_size < owner.offset or os.fstat(
-                owner.handle.fileno()).st_nlink == 0
+            st = os.fstat(owner.handle.fileno())
+            # Truncated and written again past the cursor: the bytes before it are no longer ours.
+            return st.st_size < owner.offset or st.st_nlink == 0 or not Tailer._tail_matches(owner.handle, owner)
         except OSError:
             return True
 
@@ -355,12 +364,19 @@ class Tailer:
         """New complete lines, at most one read per file. The cursor moves past a chunk as it is
         handed out, so a consumer that stops in the middle of one must record its own position.
 
-        Files are read least recently modified first, so the rest of a rotated file (renamed or
-        copied away) comes before the first lines of the file that replaced it."""
+        Files are read least recently modified first, and of the files of one log (same `origin`:
+        the live file and its rotated predecessors) only one in a pass while it has lines left, so the
+        rest of a rotated file (renamed or copied away) is read to its end before the first lines of
+        the file that replaced it, however many reads that takes."""
+        draining: set[str] = set()
         for cursor in sorted(self._cursors.values(), key=self._modified_ns):
+            if cursor.origin in draining:
+                continue
             chunk = self._read_cursor(cursor)
             if chunk is not None:
                 yield chunk
+                if cursor.key in self._cursors and not self._at_eof(cursor):
+                    draining.add(cursor.origin)
 
     @staticmethod
     def _modified_ns(cursor: _Cursor) -> int:
@@ -376,7 +392,8 @@ class Tailer:
         if copy is not None:
             path, st, handle = copy
             self._cursors[f"{st.st_dev}:{st.st_ino}"] = _Cursor(
-                path, st.st_dev, st.st_ino, cursor.offset, handle, cursor.head, cursor.head_len, cursor.tail)
+                path, st.st_dev, st.st_ino, cursor.offset, handle, cursor.head, cursor.head_len, cursor.tail,
+                cursor.origin)
             self._read_after_copy(cursor.key)
             self._count("rotations.copytruncate")
             log.info("file truncated; reading its rest from the rotated copy path=%s copy=%s offset=%d",
@@ -434,7 +451,8 @@ class Tailer:
             size = os.fstat(fd).st_size
         except OSError:
             return None
-        if size < cursor.offset and self._truncated(cursor, size):
+        if (size < cursor.offset or (size > cursor.offset and not self._tail_matches(cursor.handle, cursor))) \
+                and self._truncated(cursor, size):
             return None  # the copy's rest is read first (it is the older file), then this file's new start
         cursor.last_size = max(cursor.last_size, size)
         if size == cursor.offset:
