@@ -77,7 +77,8 @@ class StreamState:
 
 def _positions_to_json(positions: dict[str, Position]) -> list[dict[str, object]]:
     return [{"path": p.path, "dev": p.dev, "ino": p.ino, "offset": p.offset, "cursor": p.cursor, "head": p.head,
-             "head_len": p.head_len, "tail": p.tail, "origin": p.origin} for p in positions.values()]
+             "head_len": p.head_len, "tail": p.tail, "origin": p.origin,
+             "size": p.size} for p in positions.values()]
 
 
 def _positions_from_json(items: list[dict[str, object]]) -> dict[str, Position]:
@@ -85,7 +86,8 @@ def _positions_from_json(items: list[dict[str, object]]) -> dict[str, Position]:
     for item in items:
         p = Position(str(item["path"]), int(str(item["dev"])), int(str(item["ino"])), int(str(item["offset"])),
                      str(item.get("cursor", "")), str(item.get("head", "")), int(str(item.get("head_len", 0))),
-                     str(item.get("tail", "")), str(item.get("origin", "")))
+                     str(item.get("tail", "")), str(item.get("origin", "")),
+                     int(str(item.get("size", 0))))
         out[p.key] = p
     return out
 

@@ -23,6 +23,7 @@ batch that covers them; `Tailer` is built from them on restart. Every case is co
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import hashlib
 import logging
@@ -60,6 +61,8 @@ class Position:
     tail: str = ""
     # The path the file was first read under: rotated files of one log share it, and are read in turn.
     origin: str = ""
+    # The file's size at the last look: a saved position with offset == size had nothing left to read.
+    size: int = 0
 
     @property
     def key(self) -> str:
@@ -117,7 +120,7 @@ class _Cursor:
 
     def position(self) -> Position:
         return Position(self.path, self.dev, self.ino, self.offset, "", self.head, self.head_len, self.tail,
-                        self.origin)
+                        self.origin, max(self.last_size, self.offset))
 
 
 class Tailer:
@@ -127,6 +130,7 @@ class Tailer:
                  max_line_bytes: int = 1 << 20) -> None:
         self._patterns = patterns
         self._resume = dict(positions)
+        self._saved_keys = frozenset(positions)
         self._chunk = read_chunk_bytes
         self._max_line = max(max_line_bytes, 1)
         self._cursors: dict[str, _Cursor] = {}
@@ -137,6 +141,7 @@ class Tailer:
         # Saved positions of files found truncated or replaced at start (copytruncate while the agent
         # was stopped): their unread rest is taken from the rotated copy when one turns up.
         self._orphans: dict[str, Position] = {}
+        self._orphaned_at: dict[str, int] = {}
         self._scans = 0
         self.gaps: list[Gap] = []
         self.counters: dict[str, int] = {}
@@ -182,6 +187,91 @@ class Tailer:
                 cursor.handle.close()
                 del self._cursors[key]
                 self._count("files_closed")
+        if self._scans >= COPY_WAIT_SCANS:
+            self._settle_unclaimed()
+
+    def _settle_unclaimed(self) -> None:
+        """Saved positions no glob led back to, and truncated files whose copy never turned up, once
+        every rotated copy has had its chance: drain what is still on disk, and say what may be lost."""
+        for key, saved in list(self._resume.items()):
+            try:
+                st = os.stat(saved.path)
+                if (st.st_dev, st.st_ino) == (saved.dev, saved.ino) and self._matched(saved.path):
+                    continue  # still under a glob, just not opened yet (unreadable): it is retried
+            except OSError:
+                pass
+            del self._resume[key]
+            if self._reopen_retired(saved):
+                continue
+            if saved.offset >= saved.size and not self._replaced_live_file(saved):
+                self._count("files_gone_drained")  # read to its end and removed (a rotated file): nothing left
+                continue
+            self._count("files_gone_unread")
+            self._gap_unknown(saved, "file gone while the agent was stopped (deleted, or rotated out of the "
+                                     "globs and compressed)")
+        for key in [k for k, at in self._orphaned_at.items() if self._scans - at >= COPY_WAIT_SCANS]:
+            del self._orphaned_at[key]
+            if key in self._orphans:
+                self._gap_unknown(self._orphans.pop(key), "file truncated or replaced while the agent was stopped, "
+                                                          "and no rotated copy was found")
+
+    def _replaced_live_file(self, saved: Position) -> bool:
+        """Was this the live file of its log, now replaced by a file we never saw (rotated away while the
+        agent was stopped)? Then lines its writer appended after the agent stopped went with it."""
+        if saved.origin not in ("", saved.path):
+            return False  # already a rotated file when it was last read
+        try:
+            st = os.stat(saved.path)
+        except OSError:
+            return False  # removed, not replaced: a rotated file's end of life
+        return f"{st.st_dev}:{st.st_ino}" not in self._saved_keys
+
+    def _matched(self, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self._patterns) or path in self._matches()
+
+    def _gap_unknown(self, saved: Position, reason: str) -> None:
+        end = max(saved.offset, saved.size)
+        how_much = "how much is unknown" if end == saved.offset else "at least these bytes; more is unknown"
+        self.gaps.append(Gap(saved.path, saved.offset, end, f"{reason}; what was written after the saved "
+                                                           f"position is lost ({how_much})"))
+        log.warning("%s; lines after the saved position may be lost path=%s from=%d", reason, saved.path,
+                    saved.offset)
+
+    def _reopen_retired(self, saved: Position) -> bool:
+        """A file renamed out of the globs (in its folder) before it was read to its end: drain it."""
+        folder = os.path.dirname(saved.path)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return False
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino) and stat.S_ISREG(st.st_mode):
+                return self._reopen_at(path, saved)
+        return False
+
+    def _reopen_at(self, path: str, saved: Position) -> bool:
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - lives as long as the cursor
+        except OSError:
+            return False
+        st = os.fstat(handle.fileno())
+        head = os.pread(handle.fileno(), saved.head_len, 0)
+        if ((st.st_dev, st.st_ino) != (saved.dev, saved.ino) or fingerprint(head) != saved.head
+                or st.st_size < saved.offset or not self._tail_matches(handle, saved)):
+            handle.close()
+            return False
+        cursor = _Cursor(path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len,
+                         saved.tail, saved.origin)
+        cursor.seen = False  # outside the globs: read to its end, then closed
+        self._cursors[saved.key] = cursor
+        self._count("files_reopened_outside_globs")
+        log.info("file renamed out of the globs before it was read to its end; draining it path=%s", path)
+        return True
 
     def _matches(self) -> list[str]:
         paths: list[str] = []
@@ -252,13 +342,15 @@ class Tailer:
             log.warning("file has a saved position but other content (inode reused); reading from the start "
                         "path=%s saved_path=%s", path, resume.path)
             self._orphans[key] = resume
+            self._orphaned_at[key] = self._scans
             return 0
         if resume.offset > size:
             self._count("truncations")
-            self.gaps.append(Gap(path, 0, resume.offset, "file truncated while the agent was stopped"))
             log.warning("file shrank below its saved position while the agent was stopped; reading from the "
-                        "start path=%s saved=%d size=%d", path, resume.offset, size)
+                        "start, and the rest from a rotated copy if one turns up path=%s saved=%d size=%d",
+                        path, resume.offset, size)
             self._orphans[key] = resume
+            self._orphaned_at[key] = self._scans
             return 0
         return resume.offset
 
