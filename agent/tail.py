@@ -96,6 +96,23 @@ class Gap:
     reason: str
 
 
+def _regular_files(folders: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """The regular files in these folders, by name; folders and files that vanish are passed over."""
+    for folder in folders:
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield path, st
+
+
 class _Cursor:
     __slots__ = ("path", "dev", "ino", "offset", "handle", "seen", "head", "head_len", "tail", "last_size",
                  "origin")
@@ -239,18 +256,8 @@ class Tailer:
 
     def _reopen_retired(self, saved: Position) -> bool:
         """A file renamed out of the globs (in its folder) before it was read to its end: drain it."""
-        folder = os.path.dirname(saved.path)
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            return False
-        for name in names:
-            path = os.path.join(folder, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino) and stat.S_ISREG(st.st_mode):
+        for path, st in _regular_files([os.path.dirname(saved.path)]):
+            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino):
                 return self._reopen_at(path, saved)
         return False
 
@@ -513,28 +520,18 @@ class Tailer:
         if not cursor.head or cursor.head_len < FINGERPRINT_BYTES:
             return None
         folders = {os.path.dirname(cursor.path)} | {os.path.dirname(p) for p in self._patterns}
-        for folder in sorted(folders):
+        for path, st in _regular_files(sorted(folders)):
+            if ((st.st_dev, st.st_ino) == (cursor.dev, cursor.ino) or st.st_size < cursor.offset
+                    or f"{st.st_dev}:{st.st_ino}" in self._cursors):
+                continue
             try:
-                names = sorted(os.listdir(folder))
+                handle = open(path, "rb")  # noqa: SIM115 - handed to the new cursor
             except OSError:
                 continue
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if (not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) == (cursor.dev, cursor.ino)
-                        or st.st_size < cursor.offset or f"{st.st_dev}:{st.st_ino}" in self._cursors):
-                    continue
-                try:
-                    handle = open(path, "rb")  # noqa: SIM115 - handed to the new cursor
-                except OSError:
-                    continue
-                head = os.pread(handle.fileno(), cursor.head_len, 0)
-                if fingerprint(head) == cursor.head and self._tail_matches(handle, cursor):
-                    return path, st, handle
-                handle.close()
+            head = os.pread(handle.fileno(), cursor.head_len, 0)
+            if fingerprint(head) == cursor.head and self._tail_matches(handle, cursor):
+                return path, st, handle
+            handle.close()
         return None
 
     def _read_cursor(self, cursor: _Cursor) -> Chunk | None:
