@@ -1,8 +1,9 @@
 """The compliance report's I/O shell: reads a store, its alerts file and its verification into a `Summary`.
 
 Reads only. Events come from the index (time window) and the stored batches; a batch whose payload
-cannot be read (tampered, truncated) is listed as unreadable, never fatal, so a damaged store still
-gets its report, and the verification section (`agent.aggregator.verify`) says what is wrong.
+cannot be read or whose node signature does not verify (tampered, truncated) is listed as unreadable
+and its events are not counted, never fatal: a damaged store still gets its report, and the
+verification section (`agent.aggregator.verify`) says what is wrong.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 
 from agent.aggregator.store import connect_index, read_record
-from agent.aggregator.verify import verify_store
+from agent.aggregator.verify import store_keyring, verify_store
 from agent.errors import StoreError
 from agent.report.summary import (
     NO_RETENTION,
@@ -27,7 +28,7 @@ from agent.report.summary import (
     retention_from,
     verification_from,
 )
-from agent.seal import open_payload
+from agent.seal import Keyring, open_payload, verify_signature
 from agent.wire import WireError, batch_from_bytes
 
 DEFAULT_ALERTS_FILE = "alerts.jsonl"
@@ -59,7 +60,8 @@ def build_summary(req: ReportRequest) -> Summary:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the index of {req.store}: {exc}") from None
     try:
-        _events(db, req.store, req.since_ns, req.until_ns, builder)
+        keyring = store_keyring(req.store, req.keys)
+        _events(db, req.store, req.since_ns, req.until_ns, keyring, builder)
         _dropped(db, req.store, req.since_ns, req.until_ns, builder)
         for (verdict,) in db.execute("SELECT verdict FROM rejections WHERE received_ns >= ? AND received_ns < ?",
                                      (req.since_ns, req.until_ns)):
@@ -73,7 +75,8 @@ def build_summary(req: ReportRequest) -> Summary:
     return builder.build(verification, retention, source, note)
 
 
-def _events(db: sqlite3.Connection, store: Path, since_ns: int, until_ns: int, builder: SummaryBuilder) -> None:
+def _events(db: sqlite3.Connection, store: Path, since_ns: int, until_ns: int, keyring: Keyring,
+            builder: SummaryBuilder) -> None:
     rows = db.execute(
         "SELECT e.batch_id, e.idx, e.ts_ns, b.node, b.stream, b.seq, b.segment, b.offset, b.length "
         "FROM events e JOIN batches b ON b.id = e.batch_id WHERE e.ts_ns >= ? AND e.ts_ns < ? "
@@ -86,7 +89,7 @@ def _events(db: sqlite3.Connection, store: Path, since_ns: int, until_ns: int, b
         if not pending:
             return
         node, name, segment, offset, length = meta
-        body, reason = _payload(store / "segments" / segment, offset, length)
+        body, reason = _payload(store / "segments" / segment, offset, length, keyring)
         if body is None:
             builder.add_unreadable(node, name, len(pending), reason)
             return
@@ -113,8 +116,8 @@ def _events(db: sqlite3.Connection, store: Path, since_ns: int, until_ns: int, b
     flush()
 
 
-def _payload(path: Path, offset: int, length: int) -> tuple[list[bytes] | None, str]:
-    """The batch's event lines, or None and why they cannot be read."""
+def _payload(path: Path, offset: int, length: int, keyring: Keyring) -> tuple[list[bytes] | None, str]:
+    """The batch's event lines, or None and why they cannot be read or trusted (its node's signature)."""
     try:
         raw = read_record(path, offset, length)
         batch = batch_from_bytes(raw)
@@ -122,6 +125,9 @@ def _payload(path: Path, offset: int, length: int) -> tuple[list[bytes] | None, 
         return None, f"cannot read {path.name}: {exc.strerror}"
     except WireError as exc:
         return None, f"{path.name}@{offset}: {exc}"
+    signed = verify_signature(batch, keyring)
+    if not signed.ok:
+        return None, f"{path.name}@{offset}: {signed}"
     opened = open_payload(batch)
     if opened.body is None:
         return None, f"{path.name}@{offset}: {opened.finding}"

@@ -17,7 +17,8 @@ Definitions (the README's "Compliance report" section says the same in words):
   creation of a pod with a privileged container (`privileged-pod`, when the audit policy recorded
   the request body); a read of secrets (get, list, watch: `secret-read`); impersonation.
   A denied attempt is an authentication failure, not a privileged action.
-- A **principal** is the event's `user.name` (the actor; a target user is not counted).
+- A **principal** is the event's `user.name` (the actor; a target user is not counted). In the
+  failure and privileged-action lists an event without one (auditd) shows `uid=<user.id>`.
 - **Gaps** are the gap records nodes sealed into their streams (`logseal.gap`) and batches whose
   payload a node dropped (spool full); both declare loss the node signed.
 
@@ -449,7 +450,9 @@ class SummaryBuilder:
         privileged = None if failure else privileged_kind(event)
         if failure is None and privileged is None:
             return
-        item = Item(iso(ts_ns), node, dataset, failure or privileged or "", user,
+        uid = _text(_get(event, "user", "id"))
+        actor = user or (f"uid={uid}" if uid else "")
+        item = Item(iso(ts_ns), node, dataset, failure or privileged or "", actor,
                     _text(_get(event, "source", "ip")), _detail(event), _text(_get(event, "event", "id")))
         if failure is not None:
             self.failures.add(ts_ns, item)

@@ -81,7 +81,8 @@ def stacked_bars(title: str, starts: Sequence[str], series: Sequence[tuple[str, 
     step = max(1, n // 6)
     for i in range(0, n, step):
         x = left + i * bar_w
-        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" fill="#555">{esc(starts[i][:16].replace("T", " "))}'
+        parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#555"/>')
+        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" fill="#555">{esc(starts[i][:16].replace("T", " "))}'
                      "</text>")
     for k, (name, counts) in enumerate(folded):
         col, row = k % 4, k // 4
