@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -270,7 +271,7 @@ def test_html_is_one_self_contained_file_with_plots_and_escapes_log_content(buil
     assert HOSTILE not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert HOSTILE in "".join(parser.text)  # shown to the reader, as text
-    assert "intact" in "".join(parser.text)
+    assert "intact" in "".join(parser.text) and "no retention actions" in "".join(parser.text)
 
 
 @pytest.mark.parametrize("from_end", [80, 20], ids=["payload byte", "signature byte"])
@@ -316,3 +317,27 @@ def test_report_takes_seconds_not_minutes(built: Built, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert orjson.loads((tmp_path / "r.json").read_bytes())["events"] == len(built.sent.in_window())
     assert time.monotonic() - start < 60
+
+
+def test_retention_actions_are_listed_when_the_store_has_a_retention_table(built: Built, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    db = sqlite3.connect(store / "index.db")
+    db.execute("CREATE TABLE retention (id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, rule TEXT, segment TEXT, "
+               "first_batch_id INTEGER, last_batch_id INTEGER, first_leaf INTEGER, last_leaf INTEGER, bytes INTEGER, "
+               "note TEXT, signature BLOB)")
+    rows = [(timestamp_ns("2026-11-26T20:00:00Z"), "auth older than 400d", "00000000.seg", 1, 9, 0, 8, 4096,
+             "expired", b"\x07" * 64),
+            (timestamp_ns("2026-11-10T20:00:00Z"), "before the period", "x.seg", 1, 1, 0, 0, 1, "", None)]
+    db.executemany("INSERT INTO retention (time_ns, rule, segment, first_batch_id, last_batch_id, first_leaf, "
+                   "last_leaf, bytes, note, signature) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    db.commit()
+    db.close()
+    _, report = report_json(store)
+    assert report["retention"]["table_present"] is True
+    assert [(a["rule"], a["batches"], a["leaves"], a["bytes"], a["signed"]) for a in report["retention"]["actions"]] \
+        == [("auth older than 400d", "1..9", "0..8", 4096, True)]
+    assert report["retention"]["outside_window"] == 1
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(store), "--since", SINCE, "--until", UNTIL, "--out", str(out)).returncode == 0
+    assert "auth older than 400d" in out.read_text() and "no retention actions" not in out.read_text()
