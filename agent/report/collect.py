@@ -63,6 +63,9 @@ def build_summary(req: ReportRequest) -> Summary:
         keyring = store_keyring(req.store, req.keys)
         _events(db, req.store, req.since_ns, req.until_ns, keyring, builder)
         _dropped(db, req.store, req.since_ns, req.until_ns, builder)
+        for node, received_ns in db.execute("SELECT node, received_ns FROM batches WHERE received_ns >= ? AND "
+                                            "received_ns < ? ORDER BY node, received_ns", (req.since_ns, req.until_ns)):
+            builder.add_receipt(str(node), int(received_ns))
         for (verdict,) in db.execute("SELECT verdict FROM rejections WHERE received_ns >= ? AND received_ns < ?",
                                      (req.since_ns, req.until_ns)):
             builder.add_rejection(str(verdict))

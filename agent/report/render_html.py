@@ -59,16 +59,29 @@ def _items(items: Sequence[Item], total: int) -> str:
     return table
 
 
-def _breakdown(title: str, b: Breakdown, color: str) -> str:
+def _breakdown(title: str, b: Breakdown, color: str, starts: Sequence[str]) -> str:
     if not b.total:
         return f'<p class="note">no {esc(title)} in this period</p>'
+    over_time = stacked_bars(title + " over time", starts, [(x.name, x.counts) for x in b.over_time], height=180)
     return (f"<p><b>{b.total}</b> {esc(title)}.</p>"
+            f"<h3>over time, by kind</h3>{over_time}"
             f"<h3>by kind</h3>{hbars(title + ' by kind', b.by_kind, color)}"
             f"<h3>by user</h3>{hbars(title + ' by user', b.by_user[:10], color)}"
             + (f"<h3>by source address</h3>{hbars(title + ' by source address', b.by_source[:10], color)}"
                if b.by_source else "")
             + f"<h3>by node</h3>{_table(('node', 'count'), b.by_node, (1,))}"
             f"<h3>events</h3>{_items(b.items, b.total)}")
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 def render_html(s: Summary) -> str:
@@ -126,9 +139,9 @@ def render_html(s: Summary) -> str:
                                 for node in s.nodes), tuple(range(1, len(headers)))))
 
     out.append("<h2>Authentication failures</h2>")
-    out.append(_breakdown("authentication failures", s.auth_failures, LEVEL_COLORS["high"]))
+    out.append(_breakdown("authentication failures", s.auth_failures, LEVEL_COLORS["high"], s.timeline.starts))
     out.append("<h2>Privileged actions</h2>")
-    out.append(_breakdown("privileged actions", s.privileged, PALETTE[4]))
+    out.append(_breakdown("privileged actions", s.privileged, PALETTE[4], s.timeline.starts))
 
     out.append("<h2>Top principals</h2>")
     if s.principals:
@@ -164,6 +177,10 @@ def render_html(s: Summary) -> str:
                            for g in s.gaps[:ROWS_SHOWN]), (4,)))
     else:
         out.append('<p class="note">no gaps in this period</p>')
+    out.append("<h3>coverage: when each node's batches arrived (heartbeats included)</h3>")
+    out.append(_table(("node", "batches", "first", "last", "longest silence", "silent from"),
+                      ((c.node, c.batches, c.first, c.last, _duration(c.longest_silence_s), c.silence_from)
+                       for c in s.coverage), (1,)))
     if s.rejections:
         out.append("<h3>batches the aggregator rejected</h3>")
         out.append(_table(("verdict", "batches"), s.rejections, (1,)))

@@ -15,7 +15,8 @@ REPORT_FORMAT_VERSION = 1
 def _breakdown(b: Breakdown) -> dict[str, Any]:
     return {"total": b.total, "by_kind": dict(b.by_kind), "by_user": dict(b.by_user),
             "by_source_ip": dict(b.by_source), "by_node": dict(b.by_node),
-            "items": [asdict(i) for i in b.items], "items_truncated": b.total - len(b.items)}
+            "items": [asdict(i) for i in b.items], "items_truncated": b.total - len(b.items),
+            "over_time": {x.name: list(x.counts) for x in b.over_time}}
 
 
 def summary_to_dict(s: Summary) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def summary_to_dict(s: Summary) -> dict[str, Any]:
                    "unreadable_lines": s.alerts.unreadable_lines},
         "gaps": {"total": s.gaps_total, "items": [asdict(g) for g in s.gaps],
                  "items_truncated": s.gaps_total - len(s.gaps)},
+        "coverage": [asdict(c) for c in s.coverage],
         "rejected_batches": dict(s.rejections),
         "unreadable_batches": [asdict(u) for u in s.unreadable],
         "verification": {"ok": v.ok, "status": v.status, "batches": v.batches, "events": v.events,

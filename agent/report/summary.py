@@ -20,7 +20,9 @@ Definitions (the README's "Compliance report" section says the same in words):
 - A **principal** is the event's `user.name` (the actor; a target user is not counted). In the
   failure and privileged-action lists an event without one (auditd) shows `uid=<user.id>`.
 - **Gaps** are the gap records nodes sealed into their streams (`logseal.gap`) and batches whose
-  payload a node dropped (spool full); both declare loss the node signed.
+  payload a node dropped (spool full); both declare loss the node signed. Apart from them,
+  **coverage** gives each node's longest silence: the longest time in the period without any batch
+  from it (heartbeats included), which is time its activity is not in the trail.
 
 Detail lists (failures, privileged actions, gaps...) keep the first `DETAIL_LIMIT` rows in time
 order; their totals and breakdowns always count every event.
@@ -218,6 +220,12 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Series:
+    name: str
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Breakdown:
     """Events of one class: the total, counts by kind, user, source address and node, and the first rows."""
 
@@ -227,12 +235,7 @@ class Breakdown:
     by_source: tuple[tuple[str, int], ...]
     by_node: tuple[tuple[str, int], ...]
     items: tuple[Item, ...]
-
-
-@dataclass(frozen=True)
-class Series:
-    name: str
-    counts: tuple[int, ...]
+    over_time: tuple[Series, ...]  # by kind, in the timeline's buckets
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,27 @@ class Timeline:
     starts: tuple[str, ...]
     by_node: tuple[Series, ...]
     by_dataset: tuple[Series, ...]
+
+
+@dataclass(frozen=True)
+class NodeCoverage:
+    """When a node's batches arrived in the period (heartbeats included): its longest silence is a coverage gap."""
+
+    node: str
+    batches: int
+    first: str
+    last: str
+    longest_silence_s: int  # from the period's start, between batches, or until the period's end (or now)
+    silence_from: str
+
+
+@dataclass
+class _Receipts:
+    batches: int
+    first: int
+    last: int
+    silence: int
+    silence_from: int
 
 
 @dataclass(frozen=True)
@@ -348,6 +372,7 @@ class Summary:
     alerts: Alerts
     gaps: tuple[Gap, ...]
     gaps_total: int
+    coverage: tuple[NodeCoverage, ...]
     rejections: tuple[tuple[str, int], ...]
     unreadable: tuple[UnreadableBatch, ...]
     verification: Verification
@@ -368,15 +393,18 @@ def _ranked(counter: Counter[str], limit: int | None = None) -> tuple[tuple[str,
 
 @dataclass
 class _Class:
+    buckets: int
     total: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
     by_user: Counter[str] = field(default_factory=Counter)
     by_source: Counter[str] = field(default_factory=Counter)
     by_node: Counter[str] = field(default_factory=Counter)
     items: list[tuple[int, Item]] = field(default_factory=list)
+    series: dict[str, list[int]] = field(default_factory=dict)
 
-    def add(self, ts_ns: int, item: Item) -> None:
+    def add(self, ts_ns: int, bucket: int, item: Item) -> None:
         self.total += 1
+        self.series.setdefault(item.kind, [0] * self.buckets)[bucket] += 1
         self.by_kind[item.kind] += 1
         self.by_user[item.user or "(none)"] += 1
         self.by_node[item.node] += 1
@@ -393,7 +421,7 @@ class _Class:
     def build(self) -> Breakdown:
         self._trim()
         return Breakdown(self.total, _ranked(self.by_kind), _ranked(self.by_user, 50), _ranked(self.by_source, 50),
-                         _ranked(self.by_node), tuple(item for _, item in self.items))
+                         _ranked(self.by_node), tuple(item for _, item in self.items), _series_tuple(self.series))
 
 
 class SummaryBuilder:
@@ -407,8 +435,9 @@ class SummaryBuilder:
         self.by_node_dataset: Counter[tuple[str, str]] = Counter()
         self.node_series: dict[str, list[int]] = {}
         self.dataset_series: dict[str, list[int]] = {}
-        self.failures = _Class()
-        self.privileged = _Class()
+        self.failures = _Class(window.buckets)
+        self.privileged = _Class(window.buckets)
+        self.receipts: dict[str, _Receipts] = {}
         self.principal_events: Counter[str] = Counter()
         self.principal_failures: Counter[str] = Counter()
         self.principal_privileged: Counter[str] = Counter()
@@ -455,11 +484,11 @@ class SummaryBuilder:
         item = Item(iso(ts_ns), node, dataset, failure or privileged or "", actor,
                     _text(_get(event, "source", "ip")), _detail(event), _text(_get(event, "event", "id")))
         if failure is not None:
-            self.failures.add(ts_ns, item)
+            self.failures.add(ts_ns, bucket, item)
             if user:
                 self.principal_failures[user] += 1
         else:
-            self.privileged.add(ts_ns, item)
+            self.privileged.add(ts_ns, bucket, item)
             if user:
                 self.principal_privileged[user] += 1
 
@@ -478,6 +507,28 @@ class SummaryBuilder:
     def add_unreadable(self, node: str, batch: str, events: int, reason: str) -> None:
         """A batch with events in the window whose payload could not be read; its events are not counted."""
         self.unreadable.append(UnreadableBatch(node, batch, events, reason))
+
+    def add_receipt(self, node: str, received_ns: int) -> None:
+        """A batch (heartbeats included) the aggregator stored for `node` at `received_ns`; in time order."""
+        r = self.receipts.get(node)
+        if r is None:
+            self.receipts[node] = _Receipts(1, received_ns, received_ns, received_ns - self.window.since_ns,
+                                            self.window.since_ns)
+            return
+        r.batches += 1
+        if received_ns - r.last > r.silence:
+            r.silence, r.silence_from = received_ns - r.last, r.last
+        r.last = received_ns
+
+    def _coverage(self) -> tuple[NodeCoverage, ...]:
+        end = min(self.window.until_ns, self.generated_ns)
+        out = []
+        for node, r in sorted(self.receipts.items()):
+            silence, start = r.silence, r.silence_from
+            if end - r.last > silence:
+                silence, start = end - r.last, r.last
+            out.append(NodeCoverage(node, r.batches, iso(r.first), iso(r.last), max(0, silence) // _NS, iso(start)))
+        return tuple(out)
 
     def add_rejection(self, verdict: str) -> None:
         self.rejections[verdict] += 1
@@ -532,6 +583,7 @@ class SummaryBuilder:
             auth_failures=self.failures.build(), privileged=self.privileged.build(), principals=principals,
             alerts=Alerts(alerts_source, alerts_note, self.alert_total, levels, rules, self.alert_unreadable),
             gaps=tuple(g for _, g in self.gaps[:DETAIL_LIMIT]), gaps_total=self.gaps_total,
+            coverage=self._coverage(),
             rejections=_ranked(self.rejections), unreadable=tuple(self.unreadable),
             verification=verification, retention=retention)
 

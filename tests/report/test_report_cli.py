@@ -137,6 +137,7 @@ class Built:
     sent: Sent
     alerts: list[dict[str, Any]]
     records: list[tuple[str, int, int]]
+    batch_nodes: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +160,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         (event,) = normalize("auditd", "worker-1", "/var/log/audit/audit.log", records)
         batches.append(("worker-1", "audit", [(label, event)]))
     heads: dict[tuple[str, str], ChainHead] = {}
+    batch_nodes: list[str] = []
     for node, stream, labelled in batches:
         per_node = {s: h for (n, s), h in heads.items() if n == node}
         for i in range(0, len(labelled), 4):  # a few events a batch, several batches a stream
             chunk = labelled[i:i + 4]
             _ingest(kit, node, stream, [e for _, e in chunk], per_node)
+            batch_nodes.append(node)
             sent.events.extend((node, label, event) for label, event in chunk)
         heads.update({(node, s): h for s, h in per_node.items()})
     kit.checkpoint()
@@ -178,7 +181,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     records = kit.records()
     kit.close()
     alerts = [orjson.loads(line) for line in alerts_path.read_bytes().splitlines()]
-    yield Built(directory, sent, alerts, records)
+    yield Built(directory, sent, alerts, records, batch_nodes)
 
 
 def report_json(store: Path, *extra: str) -> tuple[int, dict[str, Any]]:
@@ -208,6 +211,8 @@ def test_json_counts_equal_what_was_ingested(built: Built) -> None:
     principals = Counter(e["user"]["name"] for _, _, e in window if (e.get("user") or {}).get("name"))
     top = {p["name"]: p["events"] for p in report["top_principals"]}
     assert top == dict(principals.most_common(10))
+    for name in ("authentication_failures", "privileged_actions"):
+        assert sum(sum(c) for c in report[name]["over_time"].values()) == report[name]["total"]
     gaps = report["gaps"]
     assert gaps["total"] == sum(1 for _, _, e in window if e["event"]["dataset"] == "logseal.gap") == 1
     assert gaps["items"][0]["what"] == LOST.path and gaps["items"][0]["bytes"] == LOST.end - LOST.start
@@ -223,6 +228,25 @@ def test_json_alerts_by_rule_and_level_equal_the_alerts_file(built: Built) -> No
     assert report["alerts"]["by_level"] == dict(Counter(a["rule"]["level"] for a in in_window))
     by_rule = {r["rule_id"]: r["count"] for r in report["alerts"]["by_rule"]}
     assert by_rule == dict(Counter(a["rule"]["id"] for a in in_window))
+
+
+def test_coverage_counts_each_nodes_batches(built: Built) -> None:
+    _, report = report_json(built.store)
+    assert {c["node"]: c["batches"] for c in report["coverage"]} == dict(Counter(built.batch_nodes))
+
+
+def test_alerts_file_given_or_missing(built: Built, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    moved = tmp_path / "elsewhere.jsonl"
+    (store / "alerts.jsonl").rename(moved)
+    _, report = report_json(store)
+    assert report["alerts"]["source"] is None and report["alerts"]["total"] == 0
+    assert report["alerts"]["note"].startswith("no alerts file given")
+    _, given = report_json(store, "--alerts", str(moved))
+    assert given["alerts"]["source"] == str(moved) and given["alerts"]["total"] > 0
+    missing = run_cli("report", str(store), "--json", "--alerts", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2 and "--alerts" in missing.stderr and missing.stdout == ""
 
 
 def test_verification_and_retention_sections(built: Built) -> None:

@@ -220,3 +220,18 @@ def test_the_core_and_renderers_do_no_io(module: str) -> None:
             assert not {a.name.split(".")[0] for a in node.names} & BANNED, module
         elif isinstance(node, ast.ImportFrom):
             assert (node.module or "").split(".")[0] not in BANNED, f"{module} imports {node.module}"
+
+
+def test_coverage_is_each_nodes_longest_time_without_a_batch() -> None:
+    hour = 3600 * NS
+    builder = SummaryBuilder("s", make_window(T0, T0 + DAY), generated_ns=T0 + 20 * hour)
+    for at in (1, 2, 7, 8):  # silent 02:00-07:00
+        builder.add_receipt("n1", T0 + at * hour)
+    builder.add_receipt("n2", T0 + 10 * hour)  # silent from the start until 10:00, then until now (20:00)
+    coverage = {c.node: c for c in builder.build(INTACT, NO_RETENTION, None, "").coverage}
+    assert (coverage["n1"].batches, coverage["n1"].longest_silence_s, coverage["n1"].silence_from) == (
+        4, 12 * 3600, "2026-11-26T08:00:00Z")  # 08:00 until now is longer than 02:00-07:00
+    assert (coverage["n2"].longest_silence_s, coverage["n2"].silence_from) == (10 * 3600, "2026-11-26T00:00:00Z")
+    builder.add_receipt("n1", T0 + 19 * hour)
+    n1 = {c.node: c for c in builder.build(INTACT, NO_RETENTION, None, "").coverage}["n1"]
+    assert (n1.longest_silence_s, n1.first, n1.last) == (11 * 3600, "2026-11-26T01:00:00Z", "2026-11-26T19:00:00Z")
