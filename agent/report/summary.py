@@ -69,7 +69,7 @@ def bucket_seconds(since_ns: int, until_ns: int) -> int:
 def _get(event: Mapping[str, Any], *path: str) -> Any:
     value: Any = event
     for key in path:
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             return None
         value = value.get(key)
     return value
@@ -88,7 +88,7 @@ def _category(event: Mapping[str, Any]) -> list[str]:
 
 def _k8s(event: Mapping[str, Any]) -> Mapping[str, Any]:
     audit = _get(event, "kubernetes", "audit")
-    return audit if isinstance(audit, Mapping) else {}
+    return audit if isinstance(audit, dict) else {}
 
 
 def auth_failure_kind(event: Mapping[str, Any]) -> str | None:
@@ -109,13 +109,13 @@ def auth_failure_kind(event: Mapping[str, Any]) -> str | None:
 
 
 def _privileged_container(request: Any) -> bool:
-    spec = _get(request, "spec") if isinstance(request, Mapping) else None
-    if not isinstance(spec, Mapping):
+    spec = _get(request, "spec") if isinstance(request, dict) else None
+    if not isinstance(spec, dict):
         return False
     for key in ("containers", "initContainers", "ephemeralContainers"):
         containers = spec.get(key)
         if isinstance(containers, list) and any(
-                _get(c, "securityContext", "privileged") is True for c in containers if isinstance(c, Mapping)):
+                _get(c, "securityContext", "privileged") is True for c in containers if isinstance(c, dict)):
             return True
     return False
 
@@ -158,7 +158,7 @@ def _detail(event: Mapping[str, Any]) -> str:
     if _get(event, "event", "dataset") == "kubernetes.audit":
         audit = _k8s(event)
         ref = _get(audit, "objectRef")
-        ref = ref if isinstance(ref, Mapping) else {}
+        ref = ref if isinstance(ref, dict) else {}
         what = "/".join(x for x in (_text(ref.get("resource")), _text(ref.get("subresource"))) if x)
         where = "/".join(x for x in (_text(ref.get("namespace")), _text(ref.get("name"))) if x)
         code = _get(audit, "responseStatus", "code")
@@ -179,20 +179,13 @@ def _detail(event: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Window:
+    """The report's period [since, until) and its time buckets (`make_window` derives them)."""
+
     since_ns: int
     until_ns: int
     bucket_s: int
-
-    @property
-    def start_ns(self) -> int:
-        """The first bucket's start: `since` rounded down to the bucket width (UTC)."""
-        width = self.bucket_s * _NS
-        return self.since_ns // width * width
-
-    @property
-    def buckets(self) -> int:
-        width = self.bucket_s * _NS
-        return max(1, -(-(self.until_ns - self.start_ns) // width))
+    start_ns: int  # the first bucket's start: `since` rounded down to the bucket width (UTC)
+    buckets: int
 
     def bucket_of(self, ts_ns: int) -> int:
         return min(self.buckets - 1, max(0, (ts_ns - self.start_ns) // (self.bucket_s * _NS)))
@@ -202,7 +195,10 @@ class Window:
 
 
 def make_window(since_ns: int, until_ns: int) -> Window:
-    return Window(since_ns, until_ns, bucket_seconds(since_ns, until_ns))
+    bucket_s = bucket_seconds(since_ns, until_ns)
+    width = bucket_s * _NS
+    start_ns = since_ns // width * width
+    return Window(since_ns, until_ns, bucket_s, start_ns, max(1, -(-(until_ns - start_ns) // width)))
 
 
 @dataclass(frozen=True)
@@ -540,7 +536,7 @@ class SummaryBuilder:
         """
         rule = _get(doc, "rule")
         when = _get(doc, "@timestamp")
-        if not isinstance(rule, Mapping) or not isinstance(when, str) or not isinstance(rule.get("id"), str):
+        if not isinstance(rule, dict) or not isinstance(when, str) or not isinstance(rule.get("id"), str):
             self.alert_unreadable += 1
             return
         ts_ns = _parse_ns(when)
