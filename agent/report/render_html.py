@@ -169,7 +169,7 @@ def render_html(s: Summary) -> str:
             out.append(_table(("rule", "id", "level", "alerts", "last"),
                               ((r.name, r.rule_id, r.level, r.count, r.last_time) for r in a.by_rule), (3,)))
 
-    out.append("<h2>Gaps (declared loss)</h2>")
+    out.append("<h2>Gaps and coverage</h2>")
     if s.gaps_total:
         out.append(f"<p><b>{s.gaps_total}</b> gap(s) in this period: loss the nodes declared and signed.</p>")
         out.append(_table(("time", "node", "kind", "what", "bytes", "reason"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -335,12 +334,12 @@ def test_missing_store_and_bad_times_are_usage_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "r.html").exists()
 
 
-def test_report_takes_seconds_not_minutes(built: Built, tmp_path: Path) -> None:
-    start = time.monotonic()
-    result = run_cli("report", str(built.store), "--since", SINCE, "--until", UNTIL, "--out", str(tmp_path / "r.json"))
+def test_ages_and_a_json_out_file(built: Built, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    result = run_cli("report", str(built.store), "--since", "36500d", "--out", str(out))  # a century: everything
     assert result.returncode == 0, result.stderr
-    assert orjson.loads((tmp_path / "r.json").read_bytes())["events"] == len(built.sent.in_window())
-    assert time.monotonic() - start < 60
+    assert orjson.loads(out.read_bytes())["events"] == len(built.sent.events)
+    assert f"wrote {out}: {len(built.sent.events)} events from 2 node(s)" in result.stdout
 
 
 def test_retention_actions_are_listed_when_the_store_has_a_retention_table(built: Built, tmp_path: Path) -> None:
