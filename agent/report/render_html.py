@@ -15,6 +15,8 @@ from agent.report.svg import PALETTE, clip, esc, hbars, stacked_bars
 LEVEL_COLORS = {"critical": "#8e1b16", "high": "#c8423b", "medium": "#e07b39", "low": "#b5a72f",
                 "informational": "#6f7780"}
 ROWS_SHOWN = 50
+CELL_LIMIT = 300
+"""Characters of a table cell shown (a log line can be megabytes); the JSON report keeps them whole."""
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:960px;color:#1d2329;line-height:1.4}
@@ -37,8 +39,8 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], numeric: Se
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
     for row in rows:
-        cells = "".join(f'<td class="n">{esc(v)}</td>' if i in numeric else f'<td class="wrap">{esc(v)}</td>'
-                        for i, v in enumerate(row))
+        cells = "".join(f'<td class="n">{esc(v)}</td>' if i in numeric else
+                        f'<td class="wrap">{esc(clip(str(v), CELL_LIMIT))}</td>' for i, v in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     if not body:
         return '<p class="note">none</p>'

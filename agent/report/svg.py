@@ -13,6 +13,7 @@ PALETTE = ("#2f6db5", "#e07b39", "#3a9e5c", "#c8423b", "#8a63b8", "#8c6d4f", "#d
            "#b5a72f", "#2fa6b5")
 OTHER_COLOR = "#b9bec4"
 MAX_SERIES = len(PALETTE)
+TITLE_LIMIT = 300  # characters of a name in hover text (log content can be megabytes)
 _FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 
 
@@ -75,7 +76,7 @@ def stacked_bars(title: str, starts: Sequence[str], series: Sequence[tuple[str, 
             h = value / y_max * plot_h
             y -= h
             color = colors[k]
-            label = f"{name}: {value} ({starts[i] if i < len(starts) else ''})"
+            label = f"{clip(name, TITLE_LIMIT)}: {value} ({starts[i] if i < len(starts) else ''})"
             parts.append(f'<rect x="{x + 0.5:.1f}" y="{y:.1f}" width="{max(1.0, bar_w - 1):.1f}" height="{h:.1f}" '
                          f'fill="{color}"><title>{esc(label)}</title></rect>')
     step = max(1, n // 6)
@@ -109,7 +110,7 @@ def hbars(title: str, items: Sequence[tuple[str, int]], color: str = PALETTE[0],
         fill = colors[i] if colors is not None and i < len(colors) else color
         parts.append(f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end">{esc(clip(label, 40))}</text>')
         parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{fill}">'
-                     f"<title>{esc(label)}: {value}</title></rect>")
+                     f"<title>{esc(clip(label, TITLE_LIMIT))}: {value}</title></rect>")
         parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 14}" fill="#333">{value}</text>')
     if not items:
         parts.append(f'<text x="{label_w}" y="{top + 14}" fill="#777">none</text>')

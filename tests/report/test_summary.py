@@ -235,3 +235,12 @@ def test_coverage_is_each_nodes_longest_time_without_a_batch() -> None:
     builder.add_receipt("n1", T0 + 19 * hour)
     n1 = {c.node: c for c in builder.build(INTACT, NO_RETENTION, None, "").coverage}["n1"]
     assert (n1.longest_silence_s, n1.first, n1.last) == (11 * 3600, "2026-11-26T01:00:00Z", "2026-11-26T19:00:00Z")
+
+
+def test_a_huge_value_is_clipped_in_the_html_and_whole_in_the_json() -> None:
+    builder = SummaryBuilder("s", make_window(T0, T0 + DAY), T0 + DAY)
+    name = "x" * 100_000
+    builder.add_event("n", T0, {**auth("ssh_login", "failure", ["authentication"]), "user": {"name": name}})
+    summary = builder.build(INTACT, NO_RETENTION, None, "")
+    assert len(render_html(summary)) < 60_000
+    assert summary_to_dict(summary)["authentication_failures"]["items"][0]["user"] == name
