@@ -42,7 +42,8 @@ DETAIL_LIMIT = 200
 TOP_PRINCIPALS = 10
 MAX_BUCKETS = 60
 BUCKET_CHOICES_S = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)
-"""Time-series bucket widths, smallest first; the report takes the first giving at most MAX_BUCKETS."""
+"""Time-series bucket widths, smallest first; the report takes the first giving at most MAX_BUCKETS
+(beyond them, the fewest whole days that do)."""
 
 PRIVILEGE_PROGRAMS = frozenset({"sudo", "su", "doas", "pkexec", "runuser"})
 RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
@@ -58,12 +59,20 @@ def iso(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns // _NS, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _bucket_count(since_ns: int, until_ns: int, width_s: int) -> int:
+    width = width_s * _NS
+    return max(1, -(-(until_ns - since_ns // width * width) // width))
+
+
 def bucket_seconds(since_ns: int, until_ns: int) -> int:
-    span_s = max(1, (until_ns - since_ns) // _NS)
+    """The smallest width giving at most MAX_BUCKETS buckets aligned to multiples of it (UTC)."""
     for width in BUCKET_CHOICES_S:
-        if -(-span_s // width) <= MAX_BUCKETS:
+        if _bucket_count(since_ns, until_ns, width) <= MAX_BUCKETS:
             return width
-    return BUCKET_CHOICES_S[-1]
+    days = max(1, (until_ns - since_ns) // (MAX_BUCKETS * 86400 * _NS))  # longer periods: whole days
+    while _bucket_count(since_ns, until_ns, days * 86400) > MAX_BUCKETS:
+        days += 1
+    return days * 86400
 
 
 def _get(event: Mapping[str, Any], *path: str) -> Any:
@@ -197,8 +206,7 @@ class Window:
 def make_window(since_ns: int, until_ns: int) -> Window:
     bucket_s = bucket_seconds(since_ns, until_ns)
     width = bucket_s * _NS
-    start_ns = since_ns // width * width
-    return Window(since_ns, until_ns, bucket_s, start_ns, max(1, -(-(until_ns - start_ns) // width)))
+    return Window(since_ns, until_ns, bucket_s, since_ns // width * width, _bucket_count(since_ns, until_ns, bucket_s))
 
 
 @dataclass(frozen=True)

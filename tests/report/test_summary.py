@@ -102,6 +102,8 @@ def test_buckets_keep_the_time_series_to_at_most_60_bars() -> None:
     assert bucket_seconds(T0, T0 + DAY) == 3600
     assert bucket_seconds(T0, T0 + 30 * DAY) == 43200
     assert bucket_seconds(T0, T0 + 3600 * NS) == 60
+    for days in (30, 31, 90, 365, 36500):
+        assert make_window(T0 + 1234 * NS, T0 + days * DAY).buckets <= 60
     window = make_window(T0 + 90 * 60 * NS, T0 + DAY)  # starts 01:30: the first bar starts at 01:00
     assert window.start_ns == T0 + 3600 * NS and window.buckets == 23
     assert window.bucket_of(T0 + 2 * 3600 * NS) == 1
