@@ -90,7 +90,7 @@ def stacked_bars(title: str, starts: Sequence[str], series: Sequence[tuple[str, 
         x, y = left + col * (plot_w / 4), height + row * 22 - 4
         color = colors[k]
         parts.append(f'<rect x="{x:.1f}" y="{y - 10}" width="12" height="12" fill="{color}"/>')
-        parts.append(f'<text x="{x + 16:.1f}" y="{y}">{esc(clip(name, 28))} ({sum(counts)})</text>')
+        parts.append(f'<text x="{x + 16:.1f}" y="{y}">{esc(clip(name, 24))} ({sum(counts)})</text>')
     parts.append("</svg>")
     return "".join(parts)
 
