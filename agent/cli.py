@@ -373,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_detect_parser(sub)
 
+    from agent.report_cli import add_report_parser
+
+    add_report_parser(sub)
+
     p = sub.add_parser("_bench-pipeline", help=argparse.SUPPRESS)
     p.add_argument("config")
     p.add_argument("events", type=int)
