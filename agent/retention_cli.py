@@ -153,8 +153,9 @@ def _cmd_retention(args: argparse.Namespace) -> int:
         print(f"{'keep':<12} {d.segment.name}  {d.segment.bytes} bytes: {d.reason}")
     gone = [d for d in plan.deletions if result.dry_run or d.segment.name in deleted]
     limit = f", max_bytes {plan.max_bytes}" if plan.max_bytes else ""
-    print(f"{verb} {len(gone)} segment(s), {sum(d.segment.bytes for d in gone)} bytes; segments held "
-          f"{plan.segment_bytes} bytes{limit}")
+    gone_bytes = sum(d.segment.bytes for d in gone)
+    print(f"{verb} {len(gone)} segment(s), {gone_bytes} bytes; segment files: {plan.segment_bytes} bytes before, "
+          f"{plan.segment_bytes - gone_bytes} after{limit}")
     return EXIT_OK
 
 
