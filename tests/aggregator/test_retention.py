@@ -55,9 +55,9 @@ def test_dry_run_lists_exactly_the_expired_segments_and_deletes_nothing(kit: Ret
     events_before = kit.query_timestamps()
     out = kit.retention_cli("--dry-run")
     assert out["dry_run"] is True
-    assert [(d["segment"], d["rule"], d["batches"], d["events"]) for d in out["delete"]] == [  # type: ignore[index,union-attr]
+    assert [(d["segment"], d["rule"], d["batches"], d["events"]) for d in out["delete"]] == [
         ("00000001.seg", "max_age", [1, 1], 3), ("00000002.seg", "max_age", [2, 2], 2)]
-    kept = {d["segment"]: d["reason"] for d in out["keep"]}  # type: ignore[index,union-attr]
+    kept = {d["segment"]: d["reason"] for d in out["keep"]}
     assert list(kept) == ["00000003.seg", "00000004.seg", "00000005.seg"]
     assert "kubernetes.audit events until" in kept["00000003.seg"]
     assert "not expired" in kept["00000004.seg"]
@@ -76,7 +76,7 @@ def test_apply_deletes_them_with_signed_records_and_verify_reports_deleted_by_re
     sizes = {name: kit.segment_path(name).stat().st_size for name in kit.segments}
     out = kit.retention_cli()
     assert out["dry_run"] is False
-    assert [(d["segment"], d["record"]) for d in out["delete"]] == [("00000001.seg", 1), ("00000002.seg", 2)]  # type: ignore[index,union-attr]
+    assert [(d["segment"], d["record"]) for d in out["delete"]] == [("00000001.seg", 1), ("00000002.seg", 2)]
     assert not kit.segment_path("00000001.seg").exists() and not kit.segment_path("00000002.seg").exists()
     assert all(kit.segment_path(n).exists() for n in ("00000003.seg", "00000004.seg", "00000005.seg"))
 
@@ -97,7 +97,7 @@ def test_apply_deletes_them_with_signed_records_and_verify_reports_deleted_by_re
     code, report, text = kit.verify()
     assert code == 0, text
     assert report["problems"] == [] and report["checkpoints"] == 1 and report["tree_size"] == 5
-    assert [(d["segment"], d["batches"], d["leaves"], d["rule"]) for d in report["deleted_by_retention"]] == [  # type: ignore[union-attr,index]
+    assert [(d["segment"], d["batches"], d["leaves"], d["rule"]) for d in report["deleted_by_retention"]] == [
         ("00000001.seg", [1, 1], [0, 0], "max_age"), ("00000002.seg", [2, 2], [1, 1], "max_age")]
     assert "deleted by retention policy: segment 00000001.seg, batches 1-1 (Merkle leaves 0-0)" in text
     assert "missing" not in text
@@ -113,7 +113,7 @@ def test_a_segment_deleted_by_hand_is_still_missing(kit: RetentionKit) -> None:
     kit.segment_path("00000003.seg").unlink()  # no record for this one
     code, report, text = kit.verify()
     assert code == 1
-    kinds = {(p["kind"], p["where"].split("@")[0]) for p in report["problems"]}  # type: ignore[union-attr,index]
+    kinds = {(p["kind"], p["where"].split("@")[0]) for p in report["problems"]}
     assert ("missing", "00000003.seg") in kinds
     assert not any(where in ("00000001.seg", "00000002.seg") for _, where in kinds)
     assert "inclusion-failure" in {k for k, _ in kinds}  # the signed root no longer recomputes
@@ -131,7 +131,7 @@ def test_an_edited_retention_record_fails_verify(kit: RetentionKit, assignment: 
         _edit_record(db, assignment)
     code, report, text = kit.verify()
     assert code == 1, text
-    kinds = [p["kind"] for p in report["problems"]]  # type: ignore[union-attr,index]
+    kinds = [p["kind"] for p in report["problems"]]
     assert "bad-retention-record" in kinds
     assert "missing" in kinds  # what the record claimed to cover is gone without a trusted record
 
@@ -150,7 +150,7 @@ def test_a_record_forged_for_a_hand_deleted_segment_fails_verify(kit: RetentionK
     code, report, text = kit.verify()
     assert code == 1
     assert "bad-retention-record" in text and "does not verify" in text
-    assert any(p["kind"] == "missing" for p in report["problems"])  # type: ignore[union-attr,index]
+    assert any(p["kind"] == "missing" for p in report["problems"])
 
 
 def test_a_validly_signed_record_whose_range_does_not_match_fails_verify(kit: RetentionKit) -> None:
@@ -184,7 +184,7 @@ def test_an_interrupted_deletion_verifies_and_the_next_run_finishes_it(kit: Rete
     assert not kit.segment_path("00000001.seg").exists()
     code, report, text = kit.verify()
     assert code == 0, text
-    assert len(report["deleted_by_retention"]) == 2  # type: ignore[arg-type]
+    assert len(report["deleted_by_retention"]) == 2
 
 
 def test_max_bytes_deletes_the_oldest_first_and_never_the_active_segment(tmp_path: Path) -> None:
@@ -196,13 +196,13 @@ def test_max_bytes_deletes_the_oldest_first_and_never_the_active_segment(tmp_pat
     k.retention = f"[retention]\nmax_bytes = {sum(sizes) - sizes[0] - sizes[1]}\n"
     k.write_config()
     out = k.retention_cli()
-    assert [(d["segment"], d["rule"]) for d in out["delete"]] == [  # type: ignore[index,union-attr]
+    assert [(d["segment"], d["rule"]) for d in out["delete"]] == [
         ("00000001.seg", "max_bytes"), ("00000002.seg", "max_bytes")]
     k.retention = "[retention]\nmax_bytes = 1\n"  # far below what the active segment alone holds
     k.write_config()
     out = k.retention_cli()
-    assert [d["segment"] for d in out["delete"]] == ["00000003.seg", "00000004.seg"]  # type: ignore[index,union-attr]
-    assert [d["segment"] for d in out["keep"]] == ["00000005.seg"]  # type: ignore[index,union-attr]
+    assert [d["segment"] for d in out["delete"]] == ["00000003.seg", "00000004.seg"]
+    assert [d["segment"] for d in out["keep"]] == ["00000005.seg"]
     assert k.segment_path("00000005.seg").exists()
     code, report, text = k.verify()
     assert code == 0, text

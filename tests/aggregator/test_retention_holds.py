@@ -33,13 +33,13 @@ def hold(kit: RetentionKit, *args: str) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     value = orjson.loads(result.stdout)
     assert isinstance(value, dict | list)
-    return value  # type: ignore[return-value]
+    return value
 
 
 def planned(kit: RetentionKit, *args: str) -> tuple[list[str], dict[str, list[int]]]:
     out = kit.retention_cli(*args)
-    return ([str(d["segment"]) for d in out["delete"]],  # type: ignore[index,union-attr]
-            {str(d["segment"]): list(d["holds"]) for d in out["keep"]})  # type: ignore[index,union-attr]
+    return ([str(d["segment"]) for d in out["delete"]],
+            {str(d["segment"]): list(d["holds"]) for d in out["keep"]})
 
 
 @pytest.mark.parametrize(("selector", "held"), [
@@ -53,7 +53,7 @@ def test_a_hold_keeps_exactly_the_segments_with_a_matching_event(kit: RetentionK
                                                                  held: list[str]) -> None:
     added = hold(kit, "add", "--reason", "case 7", *selector)
     assert added["id"] == 1
-    assert [s for s in added["matching_segments"] if s != "00000004.seg"] == held  # type: ignore[attr-defined]
+    assert [s for s in added["matching_segments"] if s != "00000004.seg"] == held
     deleted, kept = planned(kit)
     expected = [s for s in ("00000001.seg", "00000002.seg", "00000003.seg") if s not in held]
     assert deleted == expected
@@ -74,9 +74,9 @@ def test_release_lets_the_held_segments_go_and_both_are_recorded(kit: RetentionK
     released = hold(kit, "release", "1", "--reason", "case closed")
     assert released["released_ns"] is not None and released["release_reason"] == "case closed"
     active = hold(kit, "list")
-    assert [h["id"] for h in active] == [2]  # type: ignore[index,union-attr]
+    assert [h["id"] for h in active] == [2]
     everything = hold(kit, "list", "--all")
-    assert [(h["id"], h["reason"], h["release_reason"]) for h in everything] == [  # type: ignore[index,union-attr]
+    assert [(h["id"], h["reason"], h["release_reason"]) for h in everything] == [
         (1, "case 7", "case closed"), (2, "case 8", None)]
 
     deleted, kept = planned(kit)
@@ -88,7 +88,7 @@ def test_release_lets_the_held_segments_go_and_both_are_recorded(kit: RetentionK
     assert rows == [(1, "case 7", "n2", None, 1), (2, "case 8", None, "carol", 0)]
     code, report, text = kit.verify()
     assert code == 0, text
-    assert [d["segment"] for d in report["deleted_by_retention"]] == ["00000001.seg", "00000002.seg"]  # type: ignore[union-attr,index]
+    assert [d["segment"] for d in report["deleted_by_retention"]] == ["00000001.seg", "00000002.seg"]
 
 
 def test_hold_usage_errors_exit_2_with_one_line(kit: RetentionKit) -> None:
