@@ -38,6 +38,7 @@ from agent.aggregator.retention_records import (
     one_line,
     sign_record,
 )
+from agent.aggregator.store import connect_index
 from agent.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,12 @@ def deleted_by_rule(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
 
 
 class RetentionService:
-    """The aggregator's side: on its store thread, watch holds always and apply the policy when due."""
+    """The aggregator's side. Planning reads a snapshot on its own read-only connection, off the store
+    thread (a full pass over the event index); only the deletions run on the store thread.
+
+    A stale snapshot is safe: segments only ever become sealed, never active again, and each deletion
+    re-checks the segment and the holds in its own transaction.
+    """
 
     def __init__(self, db: sqlite3.Connection, store_dir: Path, policy: RetentionPolicy | None,
                  key: Ed25519PrivateKey, origin: str, interval_s: int) -> None:
@@ -282,23 +288,40 @@ class RetentionService:
         ensure_schema(db)
         if policy is not None:
             finish_interrupted(db, store_dir / "segments")
-        self.holds = HoldWatcher(db)
+        self.reader = connect_index(store_dir / "index.db", readonly=True)
+        self.holds = HoldWatcher(self.reader)
         self.holds.poll()
-        self.deleted = deleted_by_rule(db)
+        self.deleted = deleted_by_rule(self.reader)
         self._next_run_ns: int | None = None
 
-    def tick(self, now_ns: int) -> RunResult | None:
-        """Log hold changes; run retention once `interval_s` has passed since the last run (or start)."""
+    def watch(self, now_ns: int) -> Plan | None:
+        """Log hold changes; once `interval_s` has passed since the last run (or start), plan a run."""
         self.holds.poll()
-        result = None
-        if self.policy is not None:
-            if self._next_run_ns is None:
-                self._next_run_ns = now_ns + self.interval_ns
-            elif now_ns >= self._next_run_ns:
-                self._next_run_ns = now_ns + self.interval_ns
-                result = run_retention(self.db, self.store_dir, self.policy, self.key, self.origin, now_ns)
-                if result.records:
-                    log.info("retention run deleted segments=%d bytes=%d", len(result.records),
-                             sum(r.bytes for r in result.records))
+        self.deleted = deleted_by_rule(self.reader)
+        if self.policy is None:
+            return None
+        if self._next_run_ns is None:
+            self._next_run_ns = now_ns + self.interval_ns
+            return None
+        if now_ns < self._next_run_ns:
+            return None
+        self._next_run_ns = now_ns + self.interval_ns
+        return plan(segment_facts(self.reader, self.store_dir / "segments", read_holds(self.reader)), self.policy,
+                    now_ns)
+
+    def apply(self, planned: Plan, now_ns: int) -> list[RetentionRecord]:
+        """On the store thread: finish interrupted deletions, then delete what was planned."""
+        segments_dir = self.store_dir / "segments"
+        finish_interrupted(self.db, segments_dir)
+        records = []
+        for decision in planned.deletions:
+            record = delete_segment(self.db, segments_dir, decision, self.key, self.origin, now_ns)
+            if record is not None:
+                records.append(record)
+        if records:
+            log.info("retention run deleted segments=%d bytes=%d", len(records), sum(r.bytes for r in records))
         self.deleted = deleted_by_rule(self.db)
-        return result
+        return records
+
+    def close(self) -> None:
+        self.reader.close()

@@ -155,7 +155,10 @@ class Aggregator:
             if stop.is_set():
                 return
             try:
-                await loop.run_in_executor(self._worker, self.retention.tick, time.time_ns())
+                now_ns = time.time_ns()
+                planned = await loop.run_in_executor(None, self.retention.watch, now_ns)
+                if planned is not None and planned.deletions:
+                    await loop.run_in_executor(self._worker, self.retention.apply, planned, now_ns)
             except (LogsealError, OSError, sqlite3.Error) as exc:
                 log.error("retention run failed; nothing more was deleted reason=%s", exc)
 
@@ -344,6 +347,7 @@ class Aggregator:
         await timer
         await retention_timer
         self._worker.shutdown(wait=True)
+        self.retention.close()
         try:
             self.checkpointer.sign(time.time_ns())
         except LogsealError as exc:
