@@ -108,8 +108,9 @@ def segment_facts(db: sqlite3.Connection, segments_dir: Path, holds: list[Hold])
     datasets: dict[str, list[tuple[str, int]]] = {}
     counts: dict[str, int] = {}
     for segment, dataset, newest, count in db.execute(
-            "SELECT b.segment, COALESCE(e.dataset, ''), MAX(e.ts_ns), COUNT(*) FROM events e "
-            "JOIN batches b ON b.id = e.batch_id GROUP BY b.segment, e.dataset"):
+            "SELECT b.segment, COALESCE(e.dataset, ''), "
+            "MAX(CASE WHEN e.ts_ns > 0 THEN e.ts_ns ELSE b.received_ns END), COUNT(*) "
+            "FROM events e JOIN batches b ON b.id = e.batch_id GROUP BY b.segment, e.dataset"):
         datasets.setdefault(str(segment), []).append((str(dataset), int(newest)))
         counts[str(segment)] = counts.get(str(segment), 0) + int(count)
     held: dict[str, list[int]] = {}

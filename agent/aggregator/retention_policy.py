@@ -9,7 +9,8 @@ Design constraints:
   A segment without events (heartbeats, dropped payloads) ages by when its last batch arrived,
   under `"*"`.
 - Age is judged by the events' own `@timestamp`, so a clock that runs ahead keeps data longer,
-  never shorter than asked.
+  never shorter than asked. An event at time 0 (the epoch, which the index also records for a
+  timestamp it cannot read) ages by when its batch arrived.
 - `max_bytes` bounds the bytes of segment files: while they add up to more, the oldest segments
   go first (after those expired by age).
 - A legal hold that matches any event of a segment keeps it, whatever the rules say.

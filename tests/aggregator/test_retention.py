@@ -215,3 +215,20 @@ def test_the_retention_command_needs_a_retention_table(tmp_path: Path) -> None:
     result = run_cli("retention", "--config", str(k.config_path), "--dry-run")
     assert result.returncode == 2
     assert "retention: no [retention] table" in result.stderr
+
+
+def test_events_at_time_zero_age_by_when_their_batch_arrived(tmp_path: Path) -> None:
+    k = RetentionKit(tmp_path, retention='[retention]\nmax_age = { "*" = "1d" }\n')
+    k.send([{"@timestamp": "1970-01-01T00:00:00.000000Z", "event": {"dataset": "system.auth"}}])  # no real time
+    k.send([event(days_ago(5))])
+    k.close()
+    out = k.retention_cli("--dry-run")
+    assert out["delete"] == []
+    assert "events until" in out["keep"][0]["reason"]
+
+
+def test_prove_names_the_retention_record_of_a_deleted_event(kit: RetentionKit) -> None:
+    kit.retention_cli()
+    result = run_cli("prove", str(kit.store_dir), "--event-id", "n1:auth:1:0", "--out", str(kit.root / "b.json"))
+    assert result.returncode == 2
+    assert "segment 00000001.seg was deleted by retention (rule max_age, signed record #1)" in result.stderr
