@@ -105,6 +105,7 @@ def segment_facts(db: sqlite3.Connection, segments_dir: Path, holds: list[Hold])
                          "ORDER BY segment").fetchall()
     last = db.execute("SELECT segment FROM batches ORDER BY id DESC LIMIT 1").fetchone()
     active_from = None if last is None else str(last[0])  # the store appends there (or to a newer file)
+    signed = int(db.execute("SELECT COALESCE(MAX(size), 0) FROM checkpoints").fetchone()[0])
     datasets: dict[str, list[tuple[str, int]]] = {}
     counts: dict[str, int] = {}
     for segment, dataset, newest, count in db.execute(
@@ -132,7 +133,7 @@ def segment_facts(db: sqlite3.Connection, segments_dir: Path, holds: list[Hold])
         facts.append(SegmentFacts(name, size, int(first), int(last_id), counts.get(name, 0),
                                   tuple(sorted(datasets.get(name, []))), int(received),
                                   active=active_from is not None and name >= active_from,
-                                  holds=tuple(held.get(name, []))))
+                                  holds=tuple(held.get(name, [])), checkpointed=int(last_id) <= signed))
     return facts
 
 

@@ -14,6 +14,9 @@ Design constraints:
 - `max_bytes` bounds the bytes of segment files: while they add up to more, the oldest segments
   go first (after those expired by age).
 - A legal hold that matches any event of a segment keeps it, whatever the rules say.
+- A segment goes only once a signed checkpoint covers all its batches, so every deleted batch is
+  committed in a signed tree head: removing a retention record (and the batches' index rows) later
+  cannot go unseen.
 
 No I/O and no clock: the shell (`retention.py`) reads the facts and passes `now_ns` in.
 """
@@ -100,6 +103,8 @@ class SegmentFacts:
     active: bool = False
     holds: tuple[int, ...] = ()
     """Ids of the active legal holds that match an event in it."""
+    checkpointed: bool = True
+    """Every batch in it is under a signed checkpoint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,10 @@ def plan(segments: Sequence[SegmentFacts], policy: RetentionPolicy, now_ns: int)
         if seg.active:
             kept[seg.name] = Decision(seg, "", "the active segment (still appended to)")
             continue
+        if not seg.checkpointed:
+            kept[seg.name] = Decision(seg, "", "not yet under a signed checkpoint (one is signed every "
+                                               "checkpoint_interval_s)")
+            continue
         expired, why = _age_verdict(seg, policy, now_ns) if policy.max_age_ns else (False, "no max_age rule")
         if not expired:
             kept[seg.name] = Decision(seg, "", why)
@@ -178,7 +187,7 @@ def plan(segments: Sequence[SegmentFacts], policy: RetentionPolicy, now_ns: int)
         for seg in ordered:
             if remaining <= policy.max_bytes:
                 break
-            if seg.active or seg.name in deletions:
+            if seg.active or not seg.checkpointed or seg.name in deletions:
                 continue
             if seg.name in held_names:
                 previous = kept[seg.name].reason

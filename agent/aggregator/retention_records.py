@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -73,9 +74,13 @@ class RetentionRecord:
     """Hex RFC 6962 root over the leaf hashes of leaves first_leaf..last_leaf."""
 
     @classmethod
-    def from_row(cls, row: Sequence[object]) -> RetentionRecord:
+    def from_row(cls, row: Sequence[Any]) -> RetentionRecord:
         """A record from a `SELECT {RECORD_COLUMNS}` row."""
-        return cls(*(int(v) if isinstance(v, int) else str(v) for v in row))  # type: ignore[arg-type]
+        (rid, time_ns, rule, segment, first_batch, last_batch, first_leaf, last_leaf, size, note, signature, events,
+         first_ns, last_ns, root) = row
+        return cls(int(rid), int(time_ns), str(rule), str(segment), int(first_batch), int(last_batch),
+                   int(first_leaf), int(last_leaf), int(size), str(note), str(signature), int(events), int(first_ns),
+                   int(last_ns), str(root))
 
     def as_row(self) -> tuple[object, ...]:
         return (self.id, self.time_ns, self.rule, self.segment, self.first_batch_id, self.last_batch_id,

@@ -232,3 +232,25 @@ def test_prove_names_the_retention_record_of_a_deleted_event(kit: RetentionKit) 
     result = run_cli("prove", str(kit.store_dir), "--event-id", "n1:auth:1:0", "--out", str(kit.root / "b.json"))
     assert result.returncode == 2
     assert "segment 00000001.seg was deleted by retention (rule max_age, signed record #1)" in result.stderr
+
+
+def test_nothing_goes_before_a_signed_checkpoint_covers_it(tmp_path: Path) -> None:
+    k = RetentionKit(tmp_path)
+    k.send([event(days_ago(200))])
+    k.send([event(days_ago(200))])
+    k.store.close()  # no checkpoint signed
+    out = k.retention_cli()
+    assert out["delete"] == []
+    assert "not yet under a signed checkpoint" in out["keep"][0]["reason"]
+
+
+def test_hiding_a_deletion_by_removing_its_record_and_rows_is_caught_by_the_checkpoint(kit: RetentionKit) -> None:
+    kit.retention_cli()
+    with _index(kit) as db:
+        db.execute("DELETE FROM retention")
+        db.execute("DELETE FROM batches WHERE id <= 2")
+    code, report, text = kit.verify()
+    assert code == 1
+    kinds = {p["kind"] for p in report["problems"]}
+    assert "rollback" in kinds  # the signed tree of 5 batches is larger than the index of 3
+    assert "missing" in kinds  # n1/auth starts at seq 2: its seq 1 is gone with no record

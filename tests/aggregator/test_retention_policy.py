@@ -75,6 +75,14 @@ def test_a_segment_without_events_ages_by_when_its_last_batch_arrived() -> None:
     assert names(result.deletions) == ["00000001.seg"]
 
 
+def test_a_segment_not_yet_under_a_signed_checkpoint_stays() -> None:
+    unsigned = dataclasses.replace(seg(1, ("system.auth", 200)), checkpointed=False)
+    for policy in (POLICY, policy_from({}, 1, "retention")):
+        result = plan([unsigned, seg(2, active=True)], policy, NOW)
+        assert result.deletions == ()
+        assert "not yet under a signed checkpoint" in result.kept[0].reason
+
+
 def test_a_hold_keeps_an_expired_segment() -> None:
     result = plan([seg(1, ("system.auth", 200), holds=(3, 5)), seg(2, ("system.auth", 200)), seg(3, active=True)],
                   POLICY, NOW)
