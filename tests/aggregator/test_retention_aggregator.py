@@ -41,11 +41,16 @@ def test_the_aggregator_applies_retention_every_interval_and_honours_holds(works
     assert "legal hold active id=1 selector='node=n2' reason='case 7'" in log
     assert "retention deleted a segment segment=00000001.seg rule=max_age" in log
 
+    second = run_cli("hold", "add", "--store", str(kit.store_dir), "--node", "n9", "--reason", "case 8")
+    assert second.returncode == 0, second.stderr
+    wait_for(lambda: "legal hold added id=2 selector='node=n9' reason='case 8'" in aggregator.log_text(), 30,
+             "the aggregator to log the hold added while it runs")
+    wait_for(lambda: metric(port, "logseal_aggregator_legal_holds_active") == 2, 30, "two holds active")
     released = run_cli("hold", "release", "--store", str(kit.store_dir), "1", "--reason", "case closed")
     assert released.returncode == 0, released.stderr
     wait_for(lambda: not kit.segment_path("00000002.seg").exists(), 30,
              "the aggregator to delete segment 2 once its hold was released")
-    wait_for(lambda: metric(port, "logseal_aggregator_legal_holds_active") == 0, 30, "no hold active")
+    wait_for(lambda: metric(port, "logseal_aggregator_legal_holds_active") == 1, 30, "one hold left active")
     assert "legal hold released id=1 selector='node=n2' reason='case closed'" in aggregator.log_text()
     assert aggregator.stop() == 0
     assert kit.segment_path("00000004.seg").exists()
