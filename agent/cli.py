@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub)
 
+    from agent.retention_cli import add_retention_parsers
+
+    add_retention_parsers(sub)
+
     p = sub.add_parser("_bench-pipeline", help=argparse.SUPPRESS)
     p.add_argument("config")
     p.add_argument("events", type=int)

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
 from agent.aggregator.ingest import Ingestor, security_event
+from agent.aggregator.retention import RetentionService
+from agent.aggregator.retention_policy import policy_from
 from agent.aggregator.store import Store
 from agent.certs import CertError, node_id_from_cert
 from agent.config import AggregatorConfig
@@ -83,6 +86,11 @@ class Aggregator:
         self.checkpointer = Checkpointer.from_config(self.store, config, time.time_ns())
         self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection, checkpointer=self.checkpointer,
                                  bind_identity=config.tls is not None)
+        retention = config.retention
+        self.retention = RetentionService(
+            self.store.db, config.store_dir,
+            policy_from(retention.max_age, retention.max_bytes, "retention") if retention is not None else None,
+            self.checkpointer.key, self.checkpointer.origin, retention.interval_s if retention is not None else 3600)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")
         self.port = 0
         self.streams_open = 0
@@ -135,6 +143,24 @@ class Aggregator:
                 await loop.run_in_executor(self._worker, self.checkpointer.tick, time.time_ns())
             except LogsealError as exc:
                 log.error("checkpoint refused reason=%s", exc)
+
+    async def _retention_timer(self, stop: asyncio.Event) -> None:
+        """Legal holds are watched every few seconds; retention runs every `[retention] interval_s`."""
+        loop = asyncio.get_running_loop()
+        interval = self.config.retention.interval_s if self.config.retention is not None else 5
+        period = max(0.2, min(interval / 2, 5))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            if stop.is_set():
+                return
+            try:
+                now_ns = time.time_ns()
+                planned = await loop.run_in_executor(None, self.retention.watch, now_ns)
+                if planned is not None and planned.deletions:
+                    await loop.run_in_executor(self._worker, self.retention.apply, planned, now_ns)
+            except (LogsealError, OSError, sqlite3.Error) as exc:
+                log.error("retention run failed; nothing more was deleted reason=%s", exc)
 
     async def _consistency(self, request: pb.ConsistencyRequest, context: grpc.aio.ServicerContext
                            ) -> pb.ConsistencyProof:
@@ -210,6 +236,11 @@ class Aggregator:
             self.detection.latency_observers.append(
                 lambda rule, seconds: detection_latency.labels(rule).observe(seconds))
         alerts = registry.counter("logseal_aggregator_alerts_total", "Detection alerts raised.", ["rule", "level"])
+        retention_segments = registry.counter("logseal_aggregator_retention_deleted_segments_total",
+                                              "Segments deleted by retention.", ["rule"])
+        retention_bytes = registry.counter("logseal_aggregator_retention_deleted_bytes_total",
+                                           "Segment bytes deleted by retention.", ["rule"])
+        holds_active = registry.gauge("logseal_aggregator_legal_holds_active", "Legal holds in force.")
 
         def collect() -> None:
             ing = self.ingestor
@@ -234,6 +265,10 @@ class Aggregator:
                 checkpoint_age.set(max(0.0, time.time() - last_cp.time_ns / 1e9))
             for dataset, value in ing.events_by_dataset.items():
                 stored_events.labels(dataset).mirror(value)
+            for rule, (segments, deleted_bytes) in self.retention.deleted.items():
+                retention_segments.labels(rule).mirror(segments)
+                retention_bytes.labels(rule).mirror(deleted_bytes)
+            holds_active.set(self.retention.holds.active)
             if self.detection is not None:
                 for (rule, level), value in self.detection.stats.alerts_by_rule.items():
                     alerts.labels(rule, level).mirror(value)
@@ -283,6 +318,7 @@ class Aggregator:
         if metrics is not None:
             metrics.start()
         timer = asyncio.ensure_future(self._checkpoint_timer(stop))
+        retention_timer = asyncio.ensure_future(self._retention_timer(stop))
         host = self.config.listen.rpartition(":")[0]
         if self.config.port_file is not None:
             tmp = self.config.port_file.with_suffix(".tmp")
@@ -309,7 +345,9 @@ class Aggregator:
         if health_server is not None:
             await health_server.stop(grace=1)
         await timer
+        await retention_timer
         self._worker.shutdown(wait=True)
+        self.retention.close()
         try:
             self.checkpointer.sign(time.time_ns())
         except LogsealError as exc:

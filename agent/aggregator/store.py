@@ -28,6 +28,7 @@ from pathlib import Path
 
 from agent import merkle
 from agent.aggregator.index_rows import IndexRow
+from agent.aggregator.retention_records import RETENTION_SCHEMA
 from agent.errors import StoreError
 from agent.seal import GENESIS, ChainHead, SealedBatch
 
@@ -193,6 +194,7 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {directory}: {exc}") from None
         self.db.executescript(_SCHEMA)
+        self.db.executescript(RETENTION_SCHEMA)  # `retention` and `legal_holds`, read by reports even when empty
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(STORE_FORMAT_VERSION),))
         version = self.db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0]
         if version != str(STORE_FORMAT_VERSION):
