@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.aggregator.alert_outputs import AlertOutputConfig
+from agent.aggregator.forward.config import ForwardConfig, check_forwards
 from agent.errors import ConfigError
 
 SOURCE_TYPES = ("k8s_audit", "auditd", "syslog", "journald", "cri")
@@ -174,6 +175,8 @@ class AggregatorConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     alert_output: list[AlertOutputConfig] = field(default_factory=list)
     """`[[alert_output]]` tables: where alerts go besides `detect.alerts_file` (file, webhook, syslog)."""
+    forward: list[ForwardConfig] = field(default_factory=list)
+    """`[[forward]]` tables: SIEMs that receive every stored event (syslog, splunk_hec, elasticsearch, webhook)."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
     """With [tls], client certificates are required and a batch is accepted only if its node_id is the
@@ -410,6 +413,7 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
                           "out to have one created in the store)")
     if config.witness_dir is not None and config.witness_dir.exists() and not config.witness_dir.is_dir():
         raise ConfigError(f"{where}: witness_dir: {config.witness_dir} is not a directory")
+    check_forwards(config.forward, where)
     return config
 
 
