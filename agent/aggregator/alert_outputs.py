@@ -278,13 +278,16 @@ class SyslogOutput:
         sock = self._sock
         if sock is not None:
             readable, _, _ = select.select([sock], [], [], 0)
-            if readable:  # a syslog receiver never speaks: readable means closed (or reset)
+            if readable:  # a syslog receiver never speaks: readable means closed (or reset) ...
+                sock.settimeout(0)  # ... or, with TLS 1.3, a session ticket: never wait for more here
                 try:
                     dead = sock.recv(1) == b""
-                except ssl.SSLWantReadError:
+                except (ssl.SSLWantReadError, BlockingIOError):
                     dead = False
                 except OSError:
                     dead = True
+                finally:
+                    sock.settimeout(self.config.timeout_s)
                 if dead:
                     self.close()
                     sock = None

@@ -142,6 +142,7 @@ class Forwarder:
                 ok, n = self._deliver(chunk)
                 accepted += n
                 if not ok:
+                    self._refresh_lag(force=False)
                     return accepted
                 chunk, size, items = [], 0, 0
                 self._dead_letter_problem(entry)
@@ -159,6 +160,7 @@ class Forwarder:
                 ok, n = self._deliver(chunk)
                 accepted += n
                 if not ok:
+                    self._refresh_lag(force=False)
                     return accepted
                 chunk, size, items = [], 0, 0
             chunk.append((entry.after, item))
@@ -168,7 +170,7 @@ class Forwarder:
         accepted += n
         if ok and self.position != self._saved:
             self._save()  # only skipped events moved the cursor
-        self._refresh_lag()
+        self._refresh_lag(force=ok and self.caught_up)
         return accepted
 
     def _deliver(self, chunk: Sequence[tuple[Position, Item | None]]) -> tuple[bool, int]:
@@ -241,9 +243,11 @@ class Forwarder:
         log.error("stored events cannot be forwarded; noted in the dead-letter file output=%s reason=%s", self.key,
                   entry.problem)
 
-    def _refresh_lag(self) -> None:
+    def _refresh_lag(self, force: bool) -> None:
+        """Counting what is left costs a scan of the index rows after the cursor: at most once a second
+        while catching up, and after each pass that caught up (then it is cheap)."""
         now = self.clock()
-        if now - self._lag_at >= LAG_REFRESH_S:
+        if force or now - self._lag_at >= LAG_REFRESH_S:
             self.stats.lag = self.reader.lag(self.position)
             self._lag_at = now
 
