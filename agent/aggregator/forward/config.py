@@ -158,7 +158,7 @@ def check_forwards(forwards: list[ForwardConfig], where: str) -> None:
     """Whole-list checks: distinct names, secrets readable (so a missing token stops the start)."""
     keys = [f.key for f in forwards]
     for i, fwd in enumerate(forwards):
-        if keys.count(fwd.key) > 1:
+        if fwd.key in keys[:i]:
             raise ConfigError(f"{where}: forward[{i}].name: two outputs share the name {fwd.key!r}; give them "
                               "distinct `name`s")
         try:

@@ -104,6 +104,7 @@ class Forwarder:
         self.position = self._load_cursor()
         self._saved = self.position
         self._save()
+        self._refresh_lag(force=True)
 
     # -- the cursor ----------------------------------------------------------------------------------
 

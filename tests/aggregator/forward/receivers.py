@@ -199,6 +199,7 @@ class SyslogListener:
         self.messages: list[str] = []
         self.problems: list[str] = []
         self.handshake_failures = 0
+        self.connections = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -208,6 +209,7 @@ class SyslogListener:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:
