@@ -155,12 +155,14 @@ class ForwardConfig:
 
 
 def check_forwards(forwards: list[ForwardConfig], where: str) -> None:
-    """Whole-list checks: distinct names, secrets readable (so a missing token stops the start)."""
+    """Whole-list checks: distinct names, CA files present, secrets readable (a missing one stops the start)."""
     keys = [f.key for f in forwards]
     for i, fwd in enumerate(forwards):
         if fwd.key in keys[:i]:
             raise ConfigError(f"{where}: forward[{i}].name: two outputs share the name {fwd.key!r}; give them "
                               "distinct `name`s")
+        if fwd.tls_ca is not None and not fwd.tls_ca.is_file():
+            raise ConfigError(f"{where}: forward[{i}].tls_ca: file {fwd.tls_ca} does not exist")
         try:
             fwd.read_token()
         except ConfigError as exc:

@@ -24,6 +24,7 @@ def test_forward_tables_are_read_with_defaults_and_relative_paths(tmp_path: Path
     token = tmp_path / "hec.token"
     token.write_text("abc")
     token.chmod(0o600)
+    (tmp_path / "ca.pem").write_text("a CA bundle")
     config = load_aggregator_config(write(tmp_path, '''
 [[forward]]
 type = "splunk_hec"
@@ -58,6 +59,7 @@ name = "qradar"
     ('type = "webhook"\nurl = "http://x"\ntoken_env = "LOGSEAL_TEST_UNSET_TOKEN"',
      "forward[0].token_env: environment variable LOGSEAL_TEST_UNSET_TOKEN is unset or empty"),
     ('type = "webhook"\nurl = "http://x"\ntoken_file = "missing.token"', "forward[0].token_file:"),
+    ('type = "syslog"\naddress = "siem:6514"\ntls_ca = "nope.pem"', "forward[0].tls_ca: file"),
     ('type = "webhook"\nurl = "http://x"\n[[forward]]\ntype = "webhook"\nurl = "http://x"',
      "forward[1].name: two outputs share the name"),
 ])
