@@ -148,6 +148,7 @@ class Forwarder:
                 chunk, size, items = [], 0, 0
                 self._dead_letter_problem(entry)
                 self.position = entry.after
+                self._save()
                 continue
             assert entry.event is not None
             dataset = str((entry.event.get("event") or {}).get("dataset", ""))
