@@ -3,7 +3,7 @@
     forwarding = Forwarding(config.forward, store_dir)   # reads tokens; ConfigError names the key
     forwarding.start()                                    # one thread per output
     forwarding.wake()                                     # after a batch is stored: look now
-    forwarding.close()                                    # stop the threads; cursors are already saved
+    forwarding.close()                                    # stop the threads (cursors are saved per request)
 
 Design constraints (what the tests check):
 
@@ -287,24 +287,32 @@ class Forwarding:
                 log.warning("forward output does not check the receiver's certificate (tls_insecure) output=%s",
                             c.key)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[tuple[Forwarder, threading.Thread]] = []
 
     def start(self) -> None:
         for fwd in self.forwarders:
             thread = threading.Thread(target=fwd.run, args=(self._stop,), name=f"logseal-forward-{fwd.key}",
                                       daemon=True)
             thread.start()
-            self._threads.append(thread)
+            self._threads.append((fwd, thread))
 
     def wake(self) -> None:
         for fwd in self.forwarders:
             fwd.wake_event.set()
 
-    def close(self, timeout_s: float = 30) -> None:
+    def close(self, grace_s: float = 5) -> None:
+        """Stop every output. One still waiting on its receiver after `grace_s` has the request broken
+        off: it fails as transient, so its cursor stays and those events go out after the restart."""
         self._stop.set()
         self.wake()
-        for thread in self._threads:
-            thread.join(timeout=timeout_s)
+        deadline = time.monotonic() + grace_s
+        for fwd, thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("forward output still waiting on its receiver at shutdown; breaking the request off "
+                            "output=%s", fwd.key)
+                fwd.sender.abort()
+                thread.join(timeout=grace_s)
         self._threads = []
         for fwd in self.forwarders:
             fwd.close()

@@ -20,6 +20,10 @@ from agent.aggregator.forward.transport import HttpClient, SyslogConnection, Tra
 class Sender(Protocol):
     def send(self, items: Sequence[Item]) -> list[Result]: ...
 
+    def abort(self) -> None:
+        """Called from another thread at shutdown: make a `send` blocked on the receiver return."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -53,6 +57,9 @@ class SyslogSender:
             return [Result(Outcome.RETRY, str(exc))] * len(items)
         return [formats.ACCEPTED] * len(items)
 
+    def abort(self) -> None:
+        self.conn.abort()
+
     def close(self) -> None:
         self.conn.close()
 
@@ -84,6 +91,9 @@ class _HttpSender:
 
     def send(self, items: Sequence[Item]) -> list[Result]:
         return bisect_rejections(items, self._send_once)
+
+    def abort(self) -> None:
+        self.client.abort()
 
     def close(self) -> None:
         self.client.close()

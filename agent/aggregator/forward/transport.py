@@ -72,6 +72,13 @@ class HttpClient:
                 raise TransportError(f"POST {self.url}: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def abort(self) -> None:
+        """From another thread: break off a request in flight (it fails as transient)."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(OSError):
@@ -127,6 +134,13 @@ class SyslogConnection:
         except OSError as exc:
             self.close()
             raise TransportError(f"syslog {self.address}: {exc}") from None
+
+    def abort(self) -> None:
+        """From another thread: break off a write in flight (it fails as transient)."""
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self._sock is not None:

@@ -3,7 +3,11 @@ Splunk HEC receiver started here; across an aggregator restart nothing is lost o
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -66,3 +70,33 @@ def test_an_agent_to_aggregator_to_hec_run_forwards_every_event_once_across_a_re
     assert {e["fields"]["event_id"] for e in hec.hec_envelopes} == set(ids)
     assert hec.problems == []
     assert TOKEN not in (workspace.root / "aggregator.log").read_text()
+
+
+def test_a_siem_that_never_answers_neither_stalls_ingest_nor_shutdown(workspace: Workspace, tmp_path: Path) -> None:
+    black_hole = socket.create_server(("127.0.0.1", 0))  # accepts connections, never reads nor answers
+    held: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: held.append(black_hole.accept()[0]), daemon=True)
+    accepting.start()
+    try:
+        url = f"http://127.0.0.1:{black_hole.getsockname()[1]}/hook"
+        workspace.enrol("web-1")
+        aggregator = workspace.start_aggregator(
+            extra=f'[[forward]]\ntype = "webhook"\nname = "hole"\nurl = "{url}"\ntimeout_s = 600\n')
+        log = tmp_path / "auth.log"
+        log.write_bytes(auth_lines(0, 100))
+        agent = workspace.start_agent(workspace.agent_config("web-1", [("syslog", str(log))]))
+        wait_for(lambda: bool(held), 30, "the forwarder to connect to the black hole")
+        with log.open("ab") as f:
+            f.write(auth_lines(100, 50))
+        wait_for(lambda: workspace.stored_events() >= 150, 60, "150 stored events while the SIEM hangs")
+        assert agent.stop() == 0
+        started = time.monotonic()
+        assert aggregator.stop() == 0
+        assert time.monotonic() - started < 20
+    finally:
+        black_hole.close()
+        for conn in held:
+            conn.close()
+    cursor = json.loads((workspace.store / "forward" / "hole.cursor").read_text())
+    assert (cursor["batch_id"], cursor["index"]) == (1, 0)  # nothing was accepted, so nothing is skipped
+    assert "breaking the request off output=hole" in (workspace.root / "aggregator.log").read_text()

@@ -21,6 +21,7 @@ from agent.aggregator.forward.config import ForwardConfig
 from agent.aggregator.forward.forwarder import Forwarder, Forwarding
 from agent.aggregator.forward.senders import make_sender
 from agent.aggregator.forward.source import StoreReader
+from agent.wire import batch_from_bytes
 from tests.aggregator.forward.kit import auth_events, normalized, store
 from tests.aggregator.forward.receivers import HttpReceiver, SyslogListener, sd_params
 from tests.aggregator.storekit import Kit
@@ -309,3 +310,22 @@ def test_forwarding_threads_follow_new_events_and_stop_promptly(kit: Kit, token_
     assert not [t for t in threading.enumerate() if t.name.startswith("logseal-forward-")]
     stats = forwarding.stats()
     assert (stats["splunk"].forwarded, stats["hook"].forwarded) == (12, 12)
+
+
+def test_a_stored_batch_that_cannot_be_read_is_noted_in_the_dead_letter_file_and_the_rest_flow(
+        kit: Kit, receivers: list[HttpReceiver]) -> None:
+    ids = store(kit, auth_events(12), per_batch=4)
+    segment, offset, length = kit.records()[1]
+    path = kit.directory / "segments" / segment
+    data = bytearray(path.read_bytes())
+    payload = batch_from_bytes(bytes(data[offset + 9:offset + length - 4])).payload  # the record's batch bytes
+    at = data.index(payload, offset) + len(payload) // 2
+    data[at] ^= 0xFF  # inside batch 2's compressed payload: its signed digest no longer matches
+    path.write_bytes(bytes(data))
+    hook = start(receivers, "webhook")
+    fwd = make(kit, type="webhook", url=hook.url())
+    drain(fwd)
+    assert hook.ids() == ids[:4] + ids[8:]
+    (problem,) = dead_letters(fwd)
+    assert problem["reason"].startswith("batch 2 ") and "logseal verify" in problem["reason"]
+    assert fwd.stats.dead_lettered == 1 and fwd.stats.lag == 0
