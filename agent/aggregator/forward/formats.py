@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from agent.aggregator.forward.ocsf import epoch_ms, to_ocsf
 from agent.aggregator.syslog_format import (
     APP_NAME,
@@ -76,7 +78,7 @@ def document(event: dict[str, Any], fmt: str) -> dict[str, Any]:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(value)
 
 
 # -- syslog -------------------------------------------------------------------------------------------
