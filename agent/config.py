@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.aggregator.alert_outputs import AlertOutputConfig
+from agent.aggregator.forward.config import ForwardConfig, check_forwards
 from agent.aggregator.retention_policy import policy_from
 from agent.errors import ConfigError
 
@@ -187,6 +188,8 @@ class AggregatorConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     alert_output: list[AlertOutputConfig] = field(default_factory=list)
     """`[[alert_output]]` tables: where alerts go besides `detect.alerts_file` (file, webhook, syslog)."""
+    forward: list[ForwardConfig] = field(default_factory=list)
+    """`[[forward]]` tables: SIEMs that receive every stored event (syslog, splunk_hec, elasticsearch, webhook)."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
     """With [tls], client certificates are required and a batch is accepted only if its node_id is the
@@ -434,6 +437,7 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
     if config.retention is not None:
         policy_from(config.retention.max_age, config.retention.max_bytes, f"{where}: retention")
         _positive(config.retention.interval_s, f"{where}: retention.interval_s", 1, 7 * 86_400)
+    check_forwards(config.forward, where)
     return config
 
 

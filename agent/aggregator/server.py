@@ -34,6 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
+from agent.aggregator.forward.forwarder import Forwarding
 from agent.aggregator.ingest import Ingestor, security_event
 from agent.aggregator.retention import RetentionService
 from agent.aggregator.retention_policy import policy_from
@@ -92,6 +93,7 @@ class Aggregator:
             policy_from(retention.max_age, retention.max_bytes, "retention") if retention is not None else None,
             self.checkpointer.key, self.checkpointer.origin, retention.interval_s if retention is not None else 3600)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")
+        self.forwarding = Forwarding(config.forward, config.store_dir) if config.forward else None
         self.port = 0
         self.streams_open = 0
         self._silent: set[str] = set()
@@ -125,6 +127,8 @@ class Aggregator:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "store not writable")
                     return
                 self.store_writable = True
+                if self.forwarding is not None:
+                    self.forwarding.wake()
                 for observe in self.latency_observers:
                     observe(time.monotonic() - started)
                 yield ack
@@ -241,6 +245,16 @@ class Aggregator:
         retention_bytes = registry.counter("logseal_aggregator_retention_deleted_bytes_total",
                                            "Segment bytes deleted by retention.", ["rule"])
         holds_active = registry.gauge("logseal_aggregator_legal_holds_active", "Legal holds in force.")
+        forwarded = registry.counter("logseal_aggregator_forwarded_events_total",
+                                     "Events a SIEM accepted.", ["output"])
+        forward_retries = registry.counter("logseal_aggregator_forward_retries_total",
+                                           "Forward requests that failed transiently.", ["output"])
+        dead_lettered = registry.counter("logseal_aggregator_forward_dead_lettered_total",
+                                         "Events a SIEM rejected, written to the dead-letter file.", ["output"])
+        forward_lag = registry.gauge("logseal_aggregator_forward_lag_events",
+                                     "Stored events not yet forwarded.", ["output"])
+        forward_failing = registry.gauge("logseal_aggregator_forward_failing",
+                                         "1 while the output is backing off after a failure.", ["output"])
 
         def collect() -> None:
             ing = self.ingestor
@@ -272,6 +286,13 @@ class Aggregator:
             if self.detection is not None:
                 for (rule, level), value in self.detection.stats.alerts_by_rule.items():
                     alerts.labels(rule, level).mirror(value)
+            if self.forwarding is not None:
+                for output, fs in self.forwarding.stats().items():
+                    forwarded.labels(output).mirror(fs.forwarded)
+                    forward_retries.labels(output).mirror(fs.retries)
+                    dead_lettered.labels(output).mirror(fs.dead_lettered)
+                    forward_lag.labels(output).set(fs.lag)
+                    forward_failing.labels(output).set(1 if fs.failing else 0)
 
         registry.on_collect(collect)
         return MetricsServer(registry, self.config.metrics.listen, ready=self.readiness)
@@ -319,6 +340,8 @@ class Aggregator:
             metrics.start()
         timer = asyncio.ensure_future(self._checkpoint_timer(stop))
         retention_timer = asyncio.ensure_future(self._retention_timer(stop))
+        if self.forwarding is not None:
+            self.forwarding.start()
         host = self.config.listen.rpartition(":")[0]
         if self.config.port_file is not None:
             tmp = self.config.port_file.with_suffix(".tmp")
@@ -354,6 +377,8 @@ class Aggregator:
             log.error("checkpoint refused at shutdown reason=%s", exc)
         if self.detection is not None:
             self.detection.close()
+        if self.forwarding is not None:
+            self.forwarding.close()
         if metrics is not None:
             metrics.stop()
         s = self.ingestor.stats
