@@ -139,10 +139,10 @@ class Tailer:
     def _count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
 
-    def _warn_once(self, path: str, message: str, *args: object) -> None:
+    def _warn_once(self, path: str, message: str, **fields: object) -> None:
         if path not in self._warned:
             self._warned.add(path)
-            log.warning(message, path, *args)
+            log.warning(message, extra={"path": path, **fields})
 
     def positions(self) -> dict[str, Position]:
         """Where every tracked file has been consumed to (complete lines only)."""
@@ -194,7 +194,7 @@ class Tailer:
         if not stat.S_ISREG(st.st_mode):
             if path not in self._warned:
                 self._count("skipped_not_regular")
-            self._warn_once(path, "not a regular file, skipped path=%s mode=%o", st.st_mode)
+            self._warn_once(path, "not a regular file, skipped", mode=f"{st.st_mode:o}")
             return
         key = f"{st.st_dev}:{st.st_ino}"
         cursor = self._cursors.get(key)
@@ -211,7 +211,7 @@ class Tailer:
         except OSError as exc:
             if path not in self._warned:
                 self._count("unreadable")
-            self._warn_once(path, "cannot open file, will retry path=%s reason=%s", exc.strerror)
+            self._warn_once(path, "cannot open file, will retry", reason=exc.strerror)
             return
         opened = os.fstat(handle.fileno())
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
@@ -234,7 +234,7 @@ class Tailer:
     def _ignore_compressed(self, key: str, path: str) -> None:
         self._ignored.add(key)
         self._count("skipped_compressed")
-        log.info("compressed file under a glob is not read as a log path=%s", path)
+        log.info("compressed file under a glob is not read as a log", extra={"path": path})
 
     def _resume_offset(self, key: str, path: str, size: int, head: bytes) -> int:
         resume = self._resume.pop(key, None)
@@ -242,15 +242,15 @@ class Tailer:
             return 0
         if resume.head_len and fingerprint(head[:resume.head_len]) != resume.head:
             self._count("inode_reused")
-            log.warning("file has a saved position but other content (inode reused); reading from the start "
-                        "path=%s saved_path=%s", path, resume.path)
+            log.warning("file has a saved position but other content (inode reused); reading from the start",
+                        extra={"path": path, "saved_path": resume.path})
             self._orphans[key] = resume
             return 0
         if resume.offset > size:
             self._count("truncations")
             self.gaps.append(Gap(path, 0, resume.offset, "file truncated while the agent was stopped"))
-            log.warning("file shrank below its saved position while the agent was stopped; reading from the "
-                        "start path=%s saved=%d size=%d", path, resume.offset, size)
+            log.warning("file shrank below its saved position while the agent was stopped; reading from the start",
+                        extra={"path": path, "saved": resume.offset, "size": size})
             self._orphans[key] = resume
             return 0
         return resume.offset
@@ -292,8 +292,8 @@ class Tailer:
                 path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len, saved.tail)
             self._read_after_copy(saved.key)
             self._count("rotations.copytruncate")
-            log.info("continuing a truncated file in its rotated copy path=%s copy=%s offset=%d",
-                     saved.path, path, saved.offset)
+            log.info("continuing a truncated file in its rotated copy",
+                     extra={"path": saved.path, "copy": path, "offset": saved.offset})
             return True
         return False
 
@@ -379,21 +379,21 @@ class Tailer:
                 path, st.st_dev, st.st_ino, cursor.offset, handle, cursor.head, cursor.head_len, cursor.tail)
             self._read_after_copy(cursor.key)
             self._count("rotations.copytruncate")
-            log.info("file truncated; reading its rest from the rotated copy path=%s copy=%s offset=%d",
-                     cursor.path, path, cursor.offset)
+            log.info("file truncated; reading its rest from the rotated copy",
+                     extra={"path": cursor.path, "copy": path, "offset": cursor.offset})
         elif cursor.last_size > cursor.offset:
             self.gaps.append(Gap(cursor.path, cursor.offset, cursor.last_size,
                                  "file truncated before it was read to the end, and no rotated copy was found"))
-            log.warning("file truncated before it was read; bytes lost path=%s from=%d to=%d",
-                        cursor.path, cursor.offset, cursor.last_size)
+            log.warning("file truncated before it was read; bytes lost",
+                        extra={"path": cursor.path, "from": cursor.offset, "to": cursor.last_size})
         else:
             # Lines may have been appended after our last look and truncated away before the next:
             # we cannot know how many, but loss is never silent, so say where it would start.
             self.gaps.append(Gap(cursor.path, cursor.offset, cursor.offset,
                                  "file truncated and no rotated copy was found; whatever was written after the "
                                  "last read and before the truncation is lost (how much is unknown)"))
-            log.warning("file truncated and no rotated copy found; bytes written after the last read may be lost "
-                        "path=%s from=%d", cursor.path, cursor.offset)
+            log.warning("file truncated and no rotated copy found; bytes written after the last read may be lost",
+                        extra={"path": cursor.path, "from": cursor.offset})
         cursor.offset = 0
         cursor.last_size = size
         head = os.pread(cursor.handle.fileno(), FINGERPRINT_BYTES, 0)
@@ -445,7 +445,7 @@ class Tailer:
         except OSError as exc:
             if exc.errno == errno.EINTR:
                 return None
-            self._warn_once(cursor.path, "read failed, will retry path=%s reason=%s", exc.strerror)
+            self._warn_once(cursor.path, "read failed, will retry", reason=exc.strerror)
             return None
         if start == 0 and data.startswith(COMPRESSED_MAGIC):
             # Opened while still empty, then filled by a compressor (logrotate's `compress`): not a log.
