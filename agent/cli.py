@@ -398,7 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except LogsealError as exc:
-        print(f"logseal: error: {exc}", file=sys.stderr)
+        if getattr(args, "log_format", None) == "json" and not getattr(args, "status", False):
+            # A daemon's log stays JSON lines to the end: the one-line error is its last record.
+            logging.getLogger("logseal").error("cannot start; fix the error and start again", extra={"error": str(exc)})
+        else:
+            print(f"logseal: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -119,7 +119,11 @@ def setup(log_format: str, verbose: bool = False, stream: TextIO | None = None) 
         raise ValueError(f"log format {log_format!r}: choose one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)  # not closed: whoever added it (a test harness) still owns it
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.captureWarnings(True)
     crash = logging.getLogger("logseal.crash")
 

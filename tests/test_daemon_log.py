@@ -184,3 +184,17 @@ def test_text_format_on_request(workspace: Workspace) -> None:
     line = next(ln for ln in proc.log_text().splitlines() if "aggregator serving" in ln)
     assert re.search(r" INFO agent\.aggregator\.server: aggregator serving address=127\.0\.0\.1:\d+ .*tls=false", line)
     assert not proc.log_records()
+
+
+def test_a_daemon_that_cannot_start_says_why_in_one_json_line(tmp_path: Path) -> None:
+    config = tmp_path / "aggregator.toml"
+    config.write_text(f'listen = "127.0.0.1:0"\nstore_dir = "{tmp_path / "store"}"\ntrusted_keys_dir = "{tmp_path}"\n'
+                      "colour = 3\n")
+    result = run_cli("aggregator", "--config", str(config))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    record = orjson.loads(line)
+    assert record["level"] == "ERROR" and record["msg"] == "cannot start; fix the error and start again"
+    assert "colour: unknown key" in record["error"]
+    text = run_cli("aggregator", "--config", str(config), "--log-format", "text")
+    assert text.returncode == 2 and text.stderr.startswith("logseal: error: ") and "colour" in text.stderr
