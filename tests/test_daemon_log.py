@@ -7,11 +7,14 @@ whose URL carries a token.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import http.server
 import io
 import logging
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +201,42 @@ def test_a_daemon_that_cannot_start_says_why_in_one_json_line(tmp_path: Path) ->
     assert "colour: unknown key" in record["error"]
     text = run_cli("aggregator", "--config", str(config), "--log-format", "text")
     assert text.returncode == 2 and text.stderr.startswith("logseal: error: ") and "colour" in text.stderr
+
+
+@pytest.mark.parametrize(("where", "code"), [
+    ("main thread", "raise RuntimeError('boom at start')"),
+    ("thread", "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()"),
+])
+def test_an_uncaught_error_is_one_json_record(where: str, code: str) -> None:
+    program = f"import threading\nfrom agent.daemon_log import setup\nsetup('json')\n{code}\n"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    (line,) = result.stderr.splitlines()
+    record = orjson.loads(line)
+    assert record["level"] == "CRITICAL" and record["logger"] == "logseal.crash"
+    if where == "thread":
+        assert record["msg"] == "uncaught exception in a thread" and record["thread_name"] == "worker"
+        assert "ZeroDivisionError" in record["exception"] and result.returncode == 0
+    else:
+        assert record["msg"] == "uncaught exception; the daemon stops" and result.returncode == 1
+        assert "RuntimeError: boom at start" in record["exception"]
+
+
+def test_no_call_site_passes_a_key_that_logging_reserves() -> None:
+    """logging raises KeyError for an `extra` key that names a LogRecord attribute, on that rare path only."""
+    reserved = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+    reserved |= set(daemon_log._BASE_FIELDS)
+    seen = 0
+    for path in (Path(__file__).parents[1] / "agent").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            for kw in node.keywords:
+                if kw.arg == "extra" and isinstance(kw.value, ast.Dict):
+                    keys = [k.value for k in kw.value.keys if isinstance(k, ast.Constant)]
+                    seen += len(keys)
+                    assert not reserved & set(keys), f"{path}:{node.lineno}: {sorted(reserved & set(keys))}"
+            if isinstance(node.func, ast.Attribute) and node.func.attr == "_warn_once":
+                names = {kw.arg for kw in node.keywords}
+                assert not reserved & names, f"{path}:{node.lineno}: {sorted(reserved & names)}"
+    assert seen > 100  # the call sites were found
