@@ -143,7 +143,7 @@ tools=$(run --entrypoint sh "$TAG" -c '
         /opt/logseal/bin/python -c "import $m" 2>/dev/null && echo "venv python module $m"
         "$base" -c "import $m" 2>/dev/null && echo "base python module $m"
     done
-    dpkg-query -W -f "\${Package}\n" 2>/dev/null | grep -E "^(gcc|gcc-[0-9]+|g\+\+.*|cpp.*|make|build-essential|binutils|libc6-dev|python3-pip|python3-setuptools|python3-wheel|python3-venv|python3.*-dev)$"
+    dpkg-query -W -f "\${Package}\n" 2>/dev/null | grep -E "^(gcc(-[0-9]+)?|g\+\+.*|cpp.*|clang.*|make|build-essential|binutils.*|.*-dev|python3.*-(pip|setuptools|wheel|venv)(-whl)?)$"
     true')
 [ -z "$tools" ] || fail "build tools in the final image: $(echo "$tools" | tr '\n' ' ')"
 say "no build tools: no compiler, make, linker, C headers, pip, setuptools or wheel"
