@@ -38,3 +38,38 @@ def test_image_builds_runs_as_non_root_without_build_tools_and_ships_logs(tmp_pa
     stored = re.search(r"stored (\d+)/(\d+) events", out)
     assert stored and stored.group(1) == stored.group(2) and int(stored.group(2)) > 0, out
     assert re.search(r"verify: .*intact", out), out
+
+
+def tools_without_podman(folder: Path, podman: str | None = None) -> dict[str, str]:
+    """An environment whose PATH has the script's tools, and `podman` only as given (a script body)."""
+    folder.mkdir()
+    for tool in ("dirname", "sed", "head", "tail", "mktemp", "cat", "rm"):
+        found = shutil.which(tool)
+        assert found, tool
+        (folder / tool).symlink_to(found)
+    if podman is not None:
+        (folder / "podman").write_text(f"#!/bin/sh\n{podman}\n")
+        (folder / "podman").chmod(0o755)
+    return {**os.environ, "PATH": str(folder), "TMPDIR": str(folder.parent)}
+
+
+def test_no_engine_is_exit_3_with_the_reason(tmp_path: Path) -> None:
+    result = subprocess.run(["/bin/bash", str(SCRIPT)], capture_output=True, text=True, timeout=60,
+                            env=tools_without_podman(tmp_path / "bin"))
+    assert result.returncode == CANNOT_BUILD_HERE
+    assert result.stderr.splitlines()[-1] == ("build-image: cannot build here: podman is not installed "
+                                              "(apt-get install podman)")
+
+
+def test_an_engine_that_cannot_run_is_exit_3_with_its_error(tmp_path: Path) -> None:
+    env = tools_without_podman(tmp_path / "bin",
+                               'echo "Error: cannot set up namespace: operation not permitted" >&2\nexit 125')
+    result = subprocess.run(["/bin/bash", str(SCRIPT)], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == CANNOT_BUILD_HERE
+    assert result.stderr.splitlines()[-1] == ("build-image: cannot build here: podman info: Error: cannot set up "
+                                              "namespace: operation not permitted")
+
+
+def test_usage_errors_are_exit_2() -> None:
+    result = subprocess.run([str(SCRIPT), "--base", "alpine"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--base alpine: official, debian or auto" in result.stderr
