@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 import sys
 import threading
@@ -113,10 +114,13 @@ def setup(log_format: str, verbose: bool = False, stream: TextIO | None = None) 
     """Send every logger (ours, grpc's, asyncio's, warnings) through one handler in `log_format`.
 
     Uncaught exceptions, in the main thread or any other, are logged as one record too, so a
-    crash does not break the one-record-per-line stream.
+    crash does not break the one-record-per-line stream. Call it before gRPC starts.
     """
     if log_format not in FORMATS:
         raise ValueError(f"log format {log_format!r}: choose one of {', '.join(FORMATS)}")
+    # gRPC's C core writes to stderr itself, past this handler; at its default verbosity that is a
+    # line per failed TLS handshake (a plaintext or foreign client retrying floods it). Errors stay.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()

@@ -25,6 +25,7 @@ import pytest
 from agent import daemon_log
 from agent.localrun import LocalProcess, Workspace, logseal_command, wait_for
 from tests.conftest import run_cli
+from tests.tls_material import make_tls_material
 
 FALCO = Path(__file__).parent / "data" / "falco"
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -240,3 +241,21 @@ def test_no_call_site_passes_a_key_that_logging_reserves() -> None:
                 names = {kw.arg for kw in node.keywords}
                 assert not reserved & names, f"{path}:{node.lineno}: {sorted(reserved & names)}"
     assert seen > 100  # the call sites were found
+
+
+def test_refused_tls_handshakes_do_not_break_the_json_lines(workspace: Workspace) -> None:
+    """gRPC's C core would write a text line per failed handshake; the daemons keep it to errors."""
+    tls = make_tls_material(workspace.root / "tls")
+    log = workspace.root / "auth.log"
+    log.write_bytes(b"Nov 26 10:00:00 h sshd[1]: Accepted password for a from 10.0.0.1 port 1 ssh2\n")
+    workspace.enrol("node-1")
+    aggregator = workspace.start_aggregator(extra=f'[tls]\nca = "{tls["ca"]}"\ncert = "{tls["server"]}"\n'
+                                                  f'key = "{tls["server-key"]}"\n')
+    plaintext = workspace.start_agent(workspace.agent_config(
+        "node-1", [("syslog", str(log))], extra="[ship]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n"))
+    wait_for(lambda: len(plaintext.logged("aggregator stream ended; will reconnect")) >= 5, 60,
+             "the plaintext agent to be turned away five times")
+    assert plaintext.stop() == 0
+    assert aggregator.stop() == 0
+    assert_json_log(aggregator, [])
+    assert_json_log(plaintext, [])
