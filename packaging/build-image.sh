@@ -14,8 +14,9 @@
 #                    same Python at the same path, for machines that reach Debian and PyPI but no
 #                    container registry (the build then needs deb.debian.org and PyPI)
 #   --base auto      official when its registry answers, else debian (the default)
-#   --ca-bundle FILE  CA bundle for pip inside the build, when PyPI is reached through a TLS-
-#                    inspecting proxy (default: $PIP_CERT or $REQUESTS_CA_BUNDLE when set)
+#   --ca-bundle FILE  CA bundle pip trusts inside the build (default: $PIP_CERT, else
+#                    $REQUESTS_CA_BUNDLE, else the host's /etc/ssl/certs/ca-certificates.crt), so
+#                    that a build behind a TLS-inspecting proxy trusts what the host trusts
 # Exit: 0 built and every check passed; 1 a check or the build failed; 2 usage;
 #       3 no container engine can build or run here (the reason is the last line on stderr).
 set -euo pipefail
@@ -25,6 +26,7 @@ TAG="localhost/logseal:$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | he
 BASE=auto
 RUN_CHECKS=1
 CA_BUNDLE=${PIP_CERT:-${REQUESTS_CA_BUNDLE:-}}
+[ -n "$CA_BUNDLE" ] || [ ! -f /etc/ssl/certs/ca-certificates.crt ] || CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 OFFICIAL=docker.io/library/python:3.11-slim-bookworm
 DEBIAN_RUNTIME=localhost/logseal-debian-python:3.11
 DEBIAN_BUILD=localhost/logseal-debian-python-build:3.11
@@ -59,8 +61,14 @@ use_debian() {
     if ! podman image exists "$DEBIAN_RUNTIME"; then
         root=$(mktemp -d)
         say "debootstrap: Debian bookworm with python3 (the runtime base) ..."
-        debootstrap --variant=minbase --include=python3,python-is-python3,ca-certificates bookworm "$root" \
-            http://deb.debian.org/debian >"$root.log" 2>&1 || { tail -n5 "$root.log" >&2; fail "debootstrap"; }
+        if ! debootstrap --variant=minbase --include=python3,python-is-python3,ca-certificates bookworm "$root" \
+            http://deb.debian.org/debian >"$root.log" 2>&1; then
+            tail -n5 "$root.log" >&2
+            unreachable=$(grep -m1 -E "Failed getting release file|Temporary failure resolving|Could not resolve" "$root.log" || true)
+            rm -rf "$root" "$root.log"
+            [ -z "$unreachable" ] || cannot "Debian's mirror is not reachable for debootstrap: $unreachable"
+            fail "debootstrap"
+        fi
         rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
         tar -C "$root" -c . | podman import --change 'CMD ["python3"]' - "$DEBIAN_RUNTIME" >/dev/null
         rm -rf "$root" "$root.log"
@@ -101,7 +109,14 @@ if [ -n "$CA_BUNDLE" ]; then
 fi
 podman build --isolation chroot --network host --format docker -f packaging/Containerfile -t "$TAG" "${ca[@]}" \
     --build-arg PYTHON_IMAGE="$BUILD_BASE" --build-arg RUNTIME_IMAGE="$RUNTIME_BASE" . >"${TMPDIR:-/tmp}/logseal-image-build.log" 2>&1 \
-    || { tail -n 20 "${TMPDIR:-/tmp}/logseal-image-build.log" >&2; fail "podman build (log: ${TMPDIR:-/tmp}/logseal-image-build.log)"; }
+    || {
+        log="${TMPDIR:-/tmp}/logseal-image-build.log"
+        tail -n 20 "$log" >&2
+        # PyPI out of reach is this machine's limit, not the Containerfile's fault.
+        unreachable=$(grep -m1 -E "Could not fetch URL|Failed to establish a new connection|Temporary failure in name resolution" "$log" || true)
+        [ -z "$unreachable" ] || cannot "PyPI is not reachable from the build: $(echo "$unreachable" | sed 's/^ *//' | cut -c1-200)"
+        fail "podman build (log: $log)"
+    }
 size=$(podman image inspect --format '{{.Size}}' "$TAG")
 say "built $TAG: $((size / 1000000)) MB"
 
