@@ -3,10 +3,11 @@
 #   1. the image runs as uid 10001 (numeric, non-root) and keeps its HEALTHCHECK on /healthz;
 #   2. `logseal --help` runs through the image's ENTRYPOINT;
 #   3. the final image has no compiler, make, linker, C headers, nor pip/setuptools/wheel;
-#   4. a real run: an aggregator and an agent from the image (agent in the aggregator's network
-#      namespace, no host port used) ship a log file; every event is stored, `logseal verify` of the
-#      store is intact, the agent's health check passes, both stop with 0 on SIGTERM, and both
-#      daemons' logs are JSON lines.
+#   4. a real run: an aggregator and an agent from the image, with the packaged configs over mTLS
+#      (certificates and key made by the image; the agent in the aggregator's network namespace, no
+#      host port used), ship a log file; every event is stored, `logseal verify` of the store is
+#      intact, the agent's health check passes, both stop with 0 on SIGTERM, and both daemons'
+#      logs are JSON lines.
 #
 # Usage: packaging/build-image.sh [--tag TAG] [--base official|debian|auto] [--ca-bundle FILE] [--no-run]
 #   --base official  FROM the official python:3.11-slim-bookworm image (pulled from its registry)
@@ -21,6 +22,7 @@
 #       3 no container engine can build or run here (the reason is the last line on stderr).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT_DIR=$(pwd)
 
 TAG="localhost/logseal:$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)"
 BASE=auto
@@ -163,48 +165,50 @@ tools=$(run --entrypoint sh "$TAG" -c '
 [ -z "$tools" ] || fail "build tools in the final image: $(echo "$tools" | tr '\n' ' ')"
 say "no build tools: no compiler, make, linker, C headers, pip, setuptools or wheel"
 
-# -- a real run --------------------------------------------------------------------------------
+# -- a real run, with the packaged configs and mTLS ----------------------------------------------
+# packaging/agent.toml as shipped, and packaging/aggregator.toml with only its metrics port moved
+# (the agent runs in the aggregator's network namespace, so no host port is used, and both cannot
+# have 9600). Certificates and the node key are made by the image itself; every folder the
+# configs name is a mount of a temporary folder at that path.
 work=$(mktemp -d)
 agg="logseal-image-check-agg-$$" agent="logseal-image-check-agent-$$"
 cleanup() { podman rm -f -t 0 "$agent" "$agg" >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
-mkdir -p "$work/logs" "$work/trusted" "$work/keys"
+mkdir -p "$work/ca" "$work/tls-agg" "$work/tls-node" "$work/nodes" "$work/agg-state" "$work/node-state/keys" \
+         "$work/log/kubernetes/audit" "$work/log/audit"
 lines=200
 for i in $(seq 1 "$lines"); do
-    echo "Nov 26 10:00:00 node-1 sshd[$i]: Accepted publickey for ops from 192.0.2.$((i % 250 + 1)) port $((40000 + i)) ssh2"
-done >"$work/logs/auth.log"
-cat >"$work/aggregator.toml" <<EOF
-listen = "127.0.0.1:7443"
-store_dir = "/data/store"
-trusted_keys_dir = "/data/trusted"
-port_file = "/data/aggregator.port"
-EOF
-cat >"$work/agent.toml" <<EOF
-node_id = "node-1"
-key = "/data/keys/node-1.key"
-spool_dir = "/data/spool"
-aggregator = "127.0.0.1:7443"
-[[source]]
-type = "syslog"
-paths = ["/data/logs/auth.log"]
-[metrics]
-listen = "0.0.0.0:9600"
-EOF
+    echo "Nov 26 10:00:00 worker-1 sshd[$i]: Accepted publickey for ops from 192.0.2.$((i % 250 + 1)) port $((40000 + i)) ssh2"
+done >"$work/log/auth.log"
+sed 's/^listen = "0.0.0.0:9600"/listen = "0.0.0.0:9601"/' packaging/aggregator.toml >"$work/aggregator.toml"
+grep -q '^listen = "0.0.0.0:9601"' "$work/aggregator.toml" || fail "packaging/aggregator.toml has no [metrics] listen on 9600"
+aggregator_name=$(sed -n 's/^aggregator = "\(.*\):[0-9]*".*/\1/p' packaging/agent.toml)
+printf '127.0.0.1 localhost\n127.0.0.1 %s\n' "$aggregator_name" >"$work/hosts"
 chown -R 10001:10001 "$work"
-data=(-v "$work:/data")
-run "${data[@]}" "$TAG" keygen --node-id node-1 --out /data/keys >/dev/null
-cp "$work/keys/node-1.pub" "$work/trusted/"
-chown 10001:10001 "$work/trusted/node-1.pub"
-[ "$(stat -c %a "$work/keys/node-1.key")" = 600 ] || fail "the node key is not 0600"
 
-daemon --name "$agg" --network none "${data[@]}" "$TAG" aggregator --config /data/aggregator.toml >/dev/null
+run -v "$work/ca:/ca" "$TAG" certs init --out /ca >/dev/null
+run -v "$work/ca:/ca" -v "$work/tls-agg:/out" "$TAG" certs issue --ca /ca --aggregator --san "$aggregator_name" \
+    --out /out >/dev/null
+run -v "$work/ca:/ca" -v "$work/tls-node:/out" "$TAG" certs issue --ca /ca --node-id worker-1 --out /out >/dev/null
+run -v "$work/node-state:/var/lib/logseal" "$TAG" keygen --node-id worker-1 --out /var/lib/logseal/keys >/dev/null
+cp "$work/node-state/keys/worker-1.pub" "$work/nodes/"
+chown 10001:10001 "$work/nodes/worker-1.pub"
+[ "$(stat -c %a "$work/node-state/keys/worker-1.key")" = 600 ] || fail "the node key is not 0600"
+
+daemon --name "$agg" --network none -v "$work/aggregator.toml:/etc/logseal/aggregator.toml:ro" \
+    -v "$work/tls-agg:/etc/logseal/tls:ro" -v "$work/nodes:/etc/logseal/nodes:ro" \
+    -v "$work/agg-state:/var/lib/logseal-aggregator" "$TAG" aggregator --config /etc/logseal/aggregator.toml >/dev/null
 wait_for() {  # what, seconds, test command...
     local what=$1 deadline=$((SECONDS + $2)); shift 2
     until "$@"; do [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"; sleep 0.5; done
 }
-wait_for "the aggregator to listen" 60 test -s "$work/aggregator.port"
-daemon --name "$agent" --network "container:$agg" "${data[@]}" "$TAG" agent --config /data/agent.toml >/dev/null
-stored() { [ "$(podman exec "$agg" logseal query /data/store --json 2>/dev/null | wc -l)" -ge "$lines" ]; }
+serving() { podman logs "$agg" 2>&1 | grep -q '"msg":"aggregator serving"'; }
+wait_for "the aggregator to serve" 60 serving
+daemon --name "$agent" --network "container:$agg" -v "$ROOT_DIR/packaging/agent.toml:/etc/logseal/agent.toml:ro" \
+    -v "$work/hosts:/etc/hosts:ro" -v "$work/tls-node:/etc/logseal/tls:ro" -v "$work/node-state:/var/lib/logseal" \
+    -v "$work/log:/var/log:ro" "$TAG" agent --config /etc/logseal/agent.toml >/dev/null
+store=/var/lib/logseal-aggregator/store
+stored() { [ "$(podman exec "$agg" logseal query "$store" --json 2>/dev/null | wc -l)" -ge "$lines" ]; }
 wait_for "$lines events to be stored" 120 stored
 healthy() { podman healthcheck run "$agent" >/dev/null 2>&1; }
 wait_for "the agent's health check" 30 healthy
@@ -223,9 +227,11 @@ for n, line in enumerate(sys.stdin, 1):
 assert n, "no log lines"
 ' || fail "$c: its log is not JSON lines"
 done
-verdict=$(run "${data[@]}" "$TAG" verify /data/store) || fail "logseal verify: $verdict"
-count=$(run "${data[@]}" "$TAG" query /data/store --json | wc -l)
+podman logs "$agg" 2>&1 | grep -q '"msg":"aggregator serving".*"tls":true' || fail "the aggregator did not serve with TLS"
+state=(-v "$work/agg-state:/var/lib/logseal-aggregator")
+verdict=$(run "${state[@]}" "$TAG" verify "$store") || fail "logseal verify: $verdict"
+count=$(run "${state[@]}" "$TAG" query "$store" --json | wc -l)
 [ "$count" -eq "$lines" ] || fail "stored $count events, want $lines"
-say "real run: agent and aggregator from the image stored $count/$lines events; health check passed; both exited 0 on SIGTERM; logs are JSON lines"
+say "real run: the packaged agent.toml and aggregator.toml, over mTLS, from the image: stored $count/$lines events; health check passed; both exited 0 on SIGTERM; logs are JSON lines"
 say "verify: $verdict"
 say "OK $TAG"

@@ -3,7 +3,8 @@
 The script builds packaging/Containerfile, then checks the image: uid 10001, HEALTHCHECK on
 /healthz, `logseal --help` through the entrypoint, no compiler/make/linker/headers/pip/setuptools/
 wheel, and a real aggregator + agent run from the image (every line stored, verify intact, health
-check passing, exit 0 on SIGTERM, JSON logs). Where no container engine can build or run (podman
+check passing, exit 0 on SIGTERM, JSON logs), with the packaged agent.toml and aggregator.toml over
+mTLS. Where no container engine can build or run (podman
 missing, or the script's exit 3 with its reason), the test is skipped and pytest's summary (-ra)
 says why; any other failure of the script fails the test.
 """
@@ -35,6 +36,7 @@ def test_image_builds_runs_as_non_root_without_build_tools_and_ships_logs(tmp_pa
     out = result.stdout
     assert "config: user 10001:10001, entrypoint logseal, health check on 127.0.0.1:9600/healthz" in out
     assert "as uid 10001" in out and "no build tools:" in out
+    assert "the packaged agent.toml and aggregator.toml, over mTLS, from the image" in out
     stored = re.search(r"stored (\d+)/(\d+) events", out)
     assert stored and stored.group(1) == stored.group(2) and int(stored.group(2)) > 0, out
     assert re.search(r"verify: .*intact", out), out
