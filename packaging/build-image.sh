@@ -103,6 +103,7 @@ fi
 
 # -- build -------------------------------------------------------------------------------------
 say "building $TAG from packaging/Containerfile (FROM $BUILD_BASE, final FROM $RUNTIME_BASE) ..."
+previous=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 ca=()
 if [ -n "$CA_BUNDLE" ]; then
     [ -f "$CA_BUNDLE" ] || { echo "build-image.sh: --ca-bundle $CA_BUNDLE: no such file" >&2; exit 2; }
@@ -120,6 +121,9 @@ podman build --isolation chroot --network host --format docker -f packaging/Cont
         fail "podman build (log: $log)"
     }
 size=$(podman image inspect --format '{{.Size}}' "$TAG")
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$TAG")" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true  # the image this tag named before, if nothing else uses it
+fi
 say "built $TAG: $((size / 1000000)) MB"
 
 # -- static checks of the built image ----------------------------------------------------------
@@ -172,7 +176,11 @@ say "no build tools: no compiler, make, linker, C headers, pip, setuptools or wh
 # configs name is a mount of a temporary folder at that path.
 work=$(mktemp -d)
 agg="logseal-image-check-agg-$$" agent="logseal-image-check-agent-$$"
-cleanup() { podman rm -f -t 0 "$agent" "$agg" >/dev/null 2>&1 || true; rm -rf "$work"; }
+cleanup() {  # the agent first: it lives in the aggregator's network namespace
+    podman rm -f -t 0 "$agent" >/dev/null 2>&1 || true
+    podman rm -f -t 0 "$agg" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
 mkdir -p "$work/ca" "$work/tls-agg" "$work/tls-node" "$work/nodes" "$work/agg-state" "$work/node-state/keys" \
          "$work/log/kubernetes/audit" "$work/log/audit"
