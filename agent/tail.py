@@ -166,10 +166,10 @@ class Tailer:
     def _count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
 
-    def _warn_once(self, path: str, message: str, *args: object) -> None:
+    def _warn_once(self, path: str, message: str, **fields: object) -> None:
         if path not in self._warned:
             self._warned.add(path)
-            log.warning(message, path, *args)
+            log.warning(message, extra={"path": path, **fields})
 
     def positions(self) -> dict[str, Position]:
         """Where every tracked file has been consumed to (complete lines only)."""
@@ -251,8 +251,8 @@ class Tailer:
         how_much = "how much is unknown" if end == saved.offset else "at least these bytes; more is unknown"
         self.gaps.append(Gap(saved.path, saved.offset, end, f"{reason}; what was written after the saved "
                                                            f"position is lost ({how_much})"))
-        log.warning("%s; lines after the saved position may be lost path=%s from=%d", reason, saved.path,
-                    saved.offset)
+        log.warning("a file was lost while the agent was stopped; lines after the saved position may be lost",
+                    extra={"reason": reason, "path": saved.path, "from": saved.offset})
 
     def _reopen_retired(self, saved: Position) -> bool:
         """A file renamed out of the globs (in its folder) before it was read to its end: drain it."""
@@ -277,7 +277,7 @@ class Tailer:
         cursor.seen = False  # outside the globs: read to its end, then closed
         self._cursors[saved.key] = cursor
         self._count("files_reopened_outside_globs")
-        log.info("file renamed out of the globs before it was read to its end; draining it path=%s", path)
+        log.info("file renamed out of the globs before it was read to its end; draining it", extra={"path": path})
         return True
 
     def _matches(self) -> list[str]:
@@ -296,7 +296,7 @@ class Tailer:
         if not stat.S_ISREG(st.st_mode):
             if path not in self._warned:
                 self._count("skipped_not_regular")
-            self._warn_once(path, "not a regular file, skipped path=%s mode=%o", st.st_mode)
+            self._warn_once(path, "not a regular file, skipped", mode=f"{st.st_mode:o}")
             return
         key = f"{st.st_dev}:{st.st_ino}"
         cursor = self._cursors.get(key)
@@ -313,7 +313,7 @@ class Tailer:
         except OSError as exc:
             if path not in self._warned:
                 self._count("unreadable")
-            self._warn_once(path, "cannot open file, will retry path=%s reason=%s", exc.strerror)
+            self._warn_once(path, "cannot open file, will retry", reason=exc.strerror)
             return
         opened = os.fstat(handle.fileno())
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
@@ -338,7 +338,7 @@ class Tailer:
     def _ignore_compressed(self, key: str, path: str) -> None:
         self._ignored.add(key)
         self._count("skipped_compressed")
-        log.info("compressed file under a glob is not read as a log path=%s", path)
+        log.info("compressed file under a glob is not read as a log", extra={"path": path})
 
     def _resume_offset(self, key: str, path: str, size: int, head: bytes) -> int:
         resume = self._resume.pop(key, None)
@@ -346,16 +346,16 @@ class Tailer:
             return 0
         if resume.head_len and fingerprint(head[:resume.head_len]) != resume.head:
             self._count("inode_reused")
-            log.warning("file has a saved position but other content (inode reused); reading from the start "
-                        "path=%s saved_path=%s", path, resume.path)
+            log.warning("file has a saved position but other content (inode reused); reading from the start",
+                        extra={"path": path, "saved_path": resume.path})
             self._orphans[key] = resume
             self._orphaned_at[key] = self._scans
             return 0
         if resume.offset > size:
             self._count("truncations")
-            log.warning("file shrank below its saved position while the agent was stopped; reading from the "
-                        "start, and the rest from a rotated copy if one turns up path=%s saved=%d size=%d",
-                        path, resume.offset, size)
+            log.warning("file shrank below its saved position while the agent was stopped; reading from the start, "
+                        "and the rest from a rotated copy if one turns up",
+                        extra={"path": path, "saved": resume.offset, "size": size})
             self._orphans[key] = resume
             self._orphaned_at[key] = self._scans
             return 0
@@ -399,8 +399,8 @@ class Tailer:
                 saved.origin or saved.path)
             self._read_after_copy(saved.key)
             self._count("rotations.copytruncate")
-            log.info("continuing a truncated file in its rotated copy path=%s copy=%s offset=%d",
-                     saved.path, path, saved.offset)
+            log.info("continuing a truncated file in its rotated copy",
+                     extra={"path": saved.path, "copy": path, "offset": saved.offset})
             return True
         return False
 
@@ -495,21 +495,21 @@ class Tailer:
                 cursor.origin)
             self._read_after_copy(cursor.key)
             self._count("rotations.copytruncate")
-            log.info("file truncated; reading its rest from the rotated copy path=%s copy=%s offset=%d",
-                     cursor.path, path, cursor.offset)
+            log.info("file truncated; reading its rest from the rotated copy",
+                     extra={"path": cursor.path, "copy": path, "offset": cursor.offset})
         elif cursor.last_size > cursor.offset:
             self.gaps.append(Gap(cursor.path, cursor.offset, cursor.last_size,
                                  "file truncated before it was read to the end, and no rotated copy was found"))
-            log.warning("file truncated before it was read; bytes lost path=%s from=%d to=%d",
-                        cursor.path, cursor.offset, cursor.last_size)
+            log.warning("file truncated before it was read; bytes lost",
+                        extra={"path": cursor.path, "from": cursor.offset, "to": cursor.last_size})
         else:
             # Lines may have been appended after our last look and truncated away before the next:
             # we cannot know how many, but loss is never silent, so say where it would start.
             self.gaps.append(Gap(cursor.path, cursor.offset, cursor.offset,
                                  "file truncated and no rotated copy was found; whatever was written after the "
                                  "last read and before the truncation is lost (how much is unknown)"))
-            log.warning("file truncated and no rotated copy found; bytes written after the last read may be lost "
-                        "path=%s from=%d", cursor.path, cursor.offset)
+            log.warning("file truncated and no rotated copy found; bytes written after the last read may be lost",
+                        extra={"path": cursor.path, "from": cursor.offset})
         cursor.offset = 0
         cursor.last_size = size
         head = os.pread(cursor.handle.fileno(), FINGERPRINT_BYTES, 0)
@@ -552,7 +552,7 @@ class Tailer:
         except OSError as exc:
             if exc.errno == errno.EINTR:
                 return None
-            self._warn_once(cursor.path, "read failed, will retry path=%s reason=%s", exc.strerror)
+            self._warn_once(cursor.path, "read failed, will retry", reason=exc.strerror)
             return None
         if start == 0 and data.startswith(COMPRESSED_MAGIC):
             # Opened while still empty, then filled by a compressor (logrotate's `compress`): not a log.

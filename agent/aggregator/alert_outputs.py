@@ -419,7 +419,8 @@ class Outbox:
         data = path.read_bytes() if path.exists() else b""
         keep = data.rfind(b"\n") + 1
         if keep != len(data):
-            log.warning("outbox ends in a torn line; cutting it off path=%s bytes=%d", path, len(data) - keep)
+            log.warning("outbox ends in a torn line; cutting it off",
+                        extra={"path": str(path), "bytes": len(data) - keep})
             with path.open("r+b") as f:
                 f.truncate(keep)
                 os.fsync(f.fileno())
@@ -529,8 +530,8 @@ class AlertRouter:
             try:
                 saved = self._read_cursors()
             except ValueError as exc:  # ... but after a lost cursor file, resend rather than lose
-                log.error("alert cursors unreadable; every output starts at the oldest kept alert path=%s reason=%s",
-                          self.cursors_path, exc)
+                log.error("alert cursors unreadable; every output starts at the oldest kept alert",
+                          extra={"path": str(self.cursors_path), "reason": str(exc)})
                 fresh_start = self.outbox.start
         states = {}
         for out in self.outputs:
@@ -626,11 +627,11 @@ class AlertRouter:
             state.next_attempt = self.clock() + delay
             state.count("retries")
             if state.last_error != failure:
-                log.warning("alert output failing; will retry output=%s delay_s=%.1f reason=%s", cfg.key, delay,
-                            failure)
+                log.warning("alert output failing; will retry",
+                            extra={"output": cfg.key, "delay_s": round(delay, 1), "reason": failure})
             state.last_error = failure
         elif state.failures:
-            log.info("alert output recovered output=%s failures=%d", cfg.key, state.failures)
+            log.info("alert output recovered", extra={"output": cfg.key, "failures": state.failures})
             state.failures, state.next_attempt, state.last_error = 0, 0.0, ""
         return delivered
 
@@ -642,7 +643,7 @@ class AlertRouter:
         except ValueError:
             self.corrupt_lines += 1
             state.count("corrupt")
-            log.error("outbox line is not an alert; skipped output=%s bytes=%d", output.config.key, len(line))
+            log.error("outbox line is not an alert; skipped", extra={"output": output.config.key, "bytes": len(line)})
             return SendResult(Outcome.SKIPPED, "corrupt outbox line")
         level = str((doc.get("rule") or {}).get("level", "informational"))
         if level_rank(level) < level_rank(output.config.min_level):
@@ -671,7 +672,8 @@ class AlertRouter:
             f.write(record.encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        log.error("alert permanently rejected; written to the dead-letter file output=%s reason=%s", key, reason)
+        log.error("alert permanently rejected; written to the dead-letter file",
+                  extra={"output": key, "reason": reason})
 
     # -- background delivery -------------------------------------------------------------------------
 

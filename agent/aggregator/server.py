@@ -115,7 +115,7 @@ class Aggregator:
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    log.info("closing a stream that sent nothing peer=%s idle_s=%d", peer, idle)
+                    log.info("closing a stream that sent nothing", extra={"peer": peer, "idle_s": idle})
                     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no batch for {idle}s")
                     return
                 started = time.monotonic()
@@ -123,7 +123,8 @@ class Aggregator:
                     ack = await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer, cert_node)
                 except OSError as exc:
                     self.store_writable = False
-                    log.error("store write failed; the batch is not acked and will be resent reason=%s", exc)
+                    log.error("store write failed; the batch is not acked and will be resent",
+                              extra={"reason": str(exc)})
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "store not writable")
                     return
                 self.store_writable = True
@@ -146,7 +147,7 @@ class Aggregator:
             try:
                 await loop.run_in_executor(self._worker, self.checkpointer.tick, time.time_ns())
             except LogsealError as exc:
-                log.error("checkpoint refused reason=%s", exc)
+                log.error("checkpoint refused", extra={"reason": str(exc)})
 
     async def _retention_timer(self, stop: asyncio.Event) -> None:
         """Legal holds are watched every few seconds; retention runs every `[retention] interval_s`."""
@@ -185,7 +186,8 @@ class Aggregator:
             if now - last > limit and node not in self._silent:
                 self._silent.add(node)
                 silent.append(node)
-                log.warning("node silent: no batch, not even a heartbeat node=%s silent_s=%.0f", node, now - last)
+                log.warning("node silent: no batch, not even a heartbeat",
+                            extra={"node": node, "silent_s": round(now - last)})
                 if self.detection is not None:
                     event = security_event("node_silent", node, "", 0, "NODE_SILENT",
                                            f"no batch for {now - last:.0f}s", "")
@@ -205,10 +207,10 @@ class Aggregator:
         try:
             keys = load_trusted_keys(self.config.trusted_keys_dir)
         except LogsealError as exc:
-            log.error("trusted keys reload refused; the loaded keys stay reason=%s", exc)
+            log.error("trusted keys reload refused; the loaded keys stay", extra={"reason": str(exc)})
             return
         self.ingestor.keyring = keyring_from(keys)
-        log.info("trusted keys reloaded nodes=%d", len(keys))
+        log.info("trusted keys reloaded", extra={"nodes": len(keys)})
 
     def readiness(self) -> Readiness:
         if not self.store_writable:
@@ -347,9 +349,9 @@ class Aggregator:
             tmp = self.config.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
             os.replace(tmp, self.config.port_file)
-        log.info("aggregator serving address=%s:%d store=%s tls=%s nodes=%d detection=%s", host, self.port,
-                 self.config.store_dir, self.config.tls is not None, len(self.ingestor.keyring),
-                 ",".join(self.config.detect.rules) or "off")
+        log.info("aggregator serving", extra={"address": f"{host}:{self.port}", "store": str(self.config.store_dir),
+                                              "tls": self.config.tls is not None, "nodes": len(self.ingestor.keyring),
+                                              "detection": list(self.config.detect.rules)})
         silence = asyncio.ensure_future(self._watch_silence(stop))
         while not stop.is_set():
             waiters = [asyncio.ensure_future(stop.wait())]
@@ -374,7 +376,7 @@ class Aggregator:
         try:
             self.checkpointer.sign(time.time_ns())
         except LogsealError as exc:
-            log.error("checkpoint refused at shutdown reason=%s", exc)
+            log.error("checkpoint refused at shutdown", extra={"reason": str(exc)})
         if self.detection is not None:
             self.detection.close()
         if self.forwarding is not None:
@@ -382,8 +384,9 @@ class Aggregator:
         if metrics is not None:
             metrics.stop()
         s = self.ingestor.stats
-        log.info("aggregator stopped stored_batches=%d stored_events=%d duplicates=%d rejected=%d checkpoints=%d",
-                 s.stored_batches, s.stored_events, s.duplicates, s.rejected, self.checkpointer.signed)
+        log.info("aggregator stopped", extra={"stored_batches": s.stored_batches, "stored_events": s.stored_events,
+                                              "duplicates": s.duplicates, "rejected": s.rejected,
+                                              "checkpoints": self.checkpointer.signed})
         self.store.close()
 
 

@@ -224,7 +224,7 @@ class Store:
             raise StoreError(f"store {self.directory}: batch ids are not 1..{count}; run `logseal verify` on it")
         self.db.execute("INSERT INTO merkle VALUES (1, ?, ?)", (tree.size, tree.to_bytes()))
         if count:
-            log.info("built the Merkle log of an existing store batches=%d", count)
+            log.info("built the Merkle log of an existing store", extra={"batches": count})
         return tree
 
     def leaf_hashes(self, start: int = 0, stop: int | None = None) -> list[bytes]:
@@ -267,14 +267,14 @@ class Store:
                 raise StoreError(f"segment {path} holds {size - indexed_end} bytes after its last indexed batch, "
                                  "more than one unacknowledged write; the store is not opened (nothing was "
                                  "changed); run `logseal verify` on it")
-            log.warning("cutting a never-acked write from the end of a segment path=%s from=%d bytes=%d",
-                        path, indexed_end, size - indexed_end)
+            log.warning("cutting a never-acked write from the end of a segment",
+                        extra={"path": str(path), "from": indexed_end, "bytes": size - indexed_end})
             os.ftruncate(fd, indexed_end)
             os.fsync(fd)
             size = indexed_end
         for stale in later:
-            log.warning("removing a segment holding only a never-acked write path=%s size=%d",
-                        stale, stale.stat().st_size)
+            log.warning("removing a segment holding only a never-acked write",
+                        extra={"path": str(stale), "size": stale.stat().st_size})
             stale.unlink()
         if size == 0:
             os.write(fd, SEGMENT_HEADER)
