@@ -70,7 +70,7 @@ def add_hold(db: sqlite3.Connection, hold: Hold, now_ns: int) -> Hold:
                                                   hold.action, hold.since_ns, hold.until_ns))
     added = Hold(int(cur.lastrowid or 0), now_ns, hold.reason, hold.node, hold.dataset, hold.user, hold.action,
                  hold.since_ns, hold.until_ns)
-    log.warning("legal hold added id=%d selector=%r reason=%r", added.id, added.selector(), added.reason)
+    log.warning("legal hold added", extra={"hold": added.id, "selector": added.selector(), "reason": added.reason})
     return added
 
 
@@ -83,7 +83,7 @@ def release_hold(db: sqlite3.Connection, hold_id: int, reason: str, now_ns: int)
         raise StoreError(f"legal hold #{hold_id} was already released at {hold.released_ns} ns")
     db.execute("UPDATE legal_holds SET released_ns = ?, release_reason = ? WHERE id = ? AND released_ns IS NULL",
                (now_ns, reason, hold_id))
-    log.warning("legal hold released id=%d selector=%r reason=%r", hold_id, hold.selector(), reason)
+    log.warning("legal hold released", extra={"hold": hold_id, "selector": hold.selector(), "reason": reason})
     return Hold(*db.execute(f"SELECT {_HOLD_COLUMNS} FROM legal_holds WHERE id = ?", (hold_id,)).fetchone())
 
 
@@ -127,8 +127,8 @@ def segment_facts(db: sqlite3.Connection, segments_dir: Path, holds: list[Hold])
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            log.error("a segment the index lists is gone without a retention record; not planned "
-                      "(run `logseal verify`) segment=%s", name)
+            log.error("a segment the index lists is gone without a retention record; not planned (run `logseal "
+                      "verify`)", extra={"segment": name})
             continue
         facts.append(SegmentFacts(name, size, int(first), int(last_id), counts.get(name, 0),
                                   tuple(sorted(datasets.get(name, []))), int(received),
@@ -174,7 +174,8 @@ def delete_segment(db: sqlite3.Connection, segments_dir: Path, decision: Decisio
             where, params = hold.where()
             if db.execute(f"SELECT 1 FROM events e WHERE e.batch_id BETWEEN ? AND ? AND {where} LIMIT 1",
                           [first, last, *params]).fetchone():
-                log.info("retention skipped a segment a legal hold now matches segment=%s hold=%d", name, hold.id)
+                log.info("retention skipped a segment a legal hold now matches",
+                         extra={"segment": name, "hold": hold.id})
                 db.execute("ROLLBACK")
                 return None
         leaves = [merkle.leaf_hash(bytes(h)) for (h,) in
@@ -195,9 +196,10 @@ def delete_segment(db: sqlite3.Connection, segments_dir: Path, decision: Decisio
             db.execute("ROLLBACK")
         raise
     _unlink(segments_dir / name)
-    log.warning("retention deleted a segment segment=%s rule=%s batches=%d-%d leaves=%d-%d events=%d bytes=%d "
-                "record=%d reason=%r", name, record.rule, record.first_batch_id, record.last_batch_id,
-                record.first_leaf, record.last_leaf, record.events, record.bytes, record.id, record.note)
+    log.warning("retention deleted a segment", extra={
+        "segment": name, "rule": record.rule, "batches": f"{record.first_batch_id}-{record.last_batch_id}",
+        "leaves": f"{record.first_leaf}-{record.last_leaf}", "events": record.events, "bytes": record.bytes,
+        "record": record.id, "reason": record.note})
     return record
 
 
@@ -207,7 +209,7 @@ def finish_interrupted(db: sqlite3.Connection, segments_dir: Path) -> list[str]:
     for (segment,) in db.execute("SELECT segment FROM retention ORDER BY id").fetchall():
         path = segments_dir / str(segment)
         if path.exists():
-            log.warning("finishing an interrupted retention deletion segment=%s", segment)
+            log.warning("finishing an interrupted retention deletion", extra={"segment": str(segment)})
             _unlink(path)
             done.append(str(segment))
     return done
@@ -256,11 +258,11 @@ class HoldWatcher:
         for hold in holds:
             was = self._seen.get(hold.id)
             if was is None and hold.active:
-                log.warning("legal hold %s id=%d selector=%r reason=%r", "active" if first else "added", hold.id,
-                            hold.selector(), hold.reason)
+                log.warning("legal hold active" if first else "legal hold added",
+                            extra={"hold": hold.id, "selector": hold.selector(), "reason": hold.reason})
             elif was and not hold.active:
-                log.warning("legal hold released id=%d selector=%r reason=%r", hold.id, hold.selector(),
-                            hold.release_reason)
+                log.warning("legal hold released",
+                            extra={"hold": hold.id, "selector": hold.selector(), "reason": hold.release_reason})
             self._seen[hold.id] = hold.active
         self.active = sum(1 for h in holds if h.active)
 
@@ -321,7 +323,8 @@ class RetentionService:
             if record is not None:
                 records.append(record)
         if records:
-            log.info("retention run deleted segments=%d bytes=%d", len(records), sum(r.bytes for r in records))
+            log.info("retention run deleted segments",
+                     extra={"segments": len(records), "bytes": sum(r.bytes for r in records)})
         self.deleted = deleted_by_rule(self.db)
         return records
 

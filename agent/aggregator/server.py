@@ -165,7 +165,7 @@ class Aggregator:
                 if planned is not None and planned.deletions:
                     await loop.run_in_executor(self._worker, self.retention.apply, planned, now_ns)
             except (LogsealError, OSError, sqlite3.Error) as exc:
-                log.error("retention run failed; nothing more was deleted reason=%s", exc)
+                log.error("retention run failed; nothing more was deleted", extra={"reason": str(exc)})
 
     async def _consistency(self, request: pb.ConsistencyRequest, context: grpc.aio.ServicerContext
                            ) -> pb.ConsistencyProof:

@@ -37,13 +37,12 @@ def test_the_aggregator_applies_retention_every_interval_and_honours_holds(works
     assert metric(port, "logseal_aggregator_legal_holds_active") == 1
     deleted_bytes = metric(port, r'logseal_aggregator_retention_deleted_bytes_total\{rule="max_age"\}')
     assert deleted_bytes is not None and deleted_bytes > 0
-    log = aggregator.log_text()
-    assert "legal hold active id=1 selector='node=n2' reason='case 7'" in log
-    assert "retention deleted a segment segment=00000001.seg rule=max_age" in log
+    assert aggregator.logged("legal hold active", hold=1, selector="node=n2", reason="case 7")
+    assert aggregator.logged("retention deleted a segment", segment="00000001.seg", rule="max_age")
 
     second = run_cli("hold", "add", "--store", str(kit.store_dir), "--node", "n9", "--reason", "case 8")
     assert second.returncode == 0, second.stderr
-    wait_for(lambda: "legal hold added id=2 selector='node=n9' reason='case 8'" in aggregator.log_text(), 30,
+    wait_for(lambda: bool(aggregator.logged("legal hold added", hold=2, selector="node=n9", reason="case 8")), 30,
              "the aggregator to log the hold added while it runs")
     wait_for(lambda: metric(port, "logseal_aggregator_legal_holds_active") == 2, 30, "two holds active")
     released = run_cli("hold", "release", "--store", str(kit.store_dir), "1", "--reason", "case closed")
@@ -51,7 +50,7 @@ def test_the_aggregator_applies_retention_every_interval_and_honours_holds(works
     wait_for(lambda: not kit.segment_path("00000002.seg").exists(), 30,
              "the aggregator to delete segment 2 once its hold was released")
     wait_for(lambda: metric(port, "logseal_aggregator_legal_holds_active") == 1, 30, "one hold left active")
-    assert "legal hold released id=1 selector='node=n2' reason='case closed'" in aggregator.log_text()
+    assert aggregator.logged("legal hold released", hold=1, selector="node=n2", reason="case closed")
     assert aggregator.stop() == 0
     assert kit.segment_path("00000004.seg").exists()
 

@@ -111,14 +111,14 @@ class Forwarder:
     def _load_cursor(self) -> Position:
         if not self.cursor_path.exists():
             start = self.reader.newest() if self.config.start_at == "newest" else OLDEST
-            log.info("forward output starts output=%s type=%s at=%s batch=%d", self.key, self.config.type,
-                     self.config.start_at, start[0])
+            log.info("forward output starts", extra={"output": self.key, "type": self.config.type,
+                                                      "at": self.config.start_at, "batch": start[0]})
             return start
         try:
             return _parse_cursor(self.key, self.cursor_path.read_bytes())
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("forward cursor unreadable; starting at the oldest stored event (resending) output=%s "
-                      "path=%s reason=%s", self.key, self.cursor_path, exc)
+            log.error("forward cursor unreadable; starting at the oldest stored event (resending)",
+                      extra={"output": self.key, "path": str(self.cursor_path), "reason": str(exc)})
             return OLDEST
 
     def _save(self) -> None:
@@ -206,7 +206,7 @@ class Forwarder:
             self._failed(failure.reason)
             return False, accepted
         if self.failures:
-            log.info("forward output recovered output=%s failures=%d", self.key, self.failures)
+            log.info("forward output recovered", extra={"output": self.key, "failures": self.failures})
         self.failures, self.next_attempt = 0, 0.0
         self.stats.failing, self.stats.last_error = False, ""
         return True, accepted
@@ -219,8 +219,8 @@ class Forwarder:
         delay = ceiling / 2 + self.jitter() * ceiling / 2
         self.next_attempt = self.clock() + delay
         if reason != self.stats.last_error:
-            log.warning("forward output failing; will retry output=%s delay_s=%.2f reason=%s", self.key, delay,
-                        reason)
+            log.warning("forward output failing; will retry",
+                        extra={"output": self.key, "delay_s": round(delay, 2), "reason": reason})
         self.stats.failing, self.stats.last_error = True, reason
 
     def _append_dead_letters(self, records: Sequence[dict[str, Any]]) -> None:
@@ -237,13 +237,13 @@ class Forwarder:
         self._append_dead_letters([{"output": self.key, "reason": reason, "event_id": item.id, "document": item.doc}
                                    for item, reason in rejected])
         for item, reason in rejected:
-            log.error("event permanently rejected; written to the dead-letter file output=%s event_id=%s reason=%s",
-                      self.key, item.id, reason)
+            log.error("event permanently rejected; written to the dead-letter file",
+                      extra={"output": self.key, "event_id": item.id, "reason": reason})
 
     def _dead_letter_problem(self, entry: Entry) -> None:
         self._append_dead_letters([{"output": self.key, "reason": entry.problem, "position": list(entry.after)}])
-        log.error("stored events cannot be forwarded; noted in the dead-letter file output=%s reason=%s", self.key,
-                  entry.problem)
+        log.error("stored events cannot be forwarded; noted in the dead-letter file",
+                  extra={"output": self.key, "reason": entry.problem})
 
     def _refresh_lag(self, force: bool) -> None:
         """Counting what is left costs a scan of the index rows after the cursor: at most once a second
@@ -263,7 +263,7 @@ class Forwarder:
             try:
                 self.step()
             except Exception as exc:  # a bug or a store hiccup must not end forwarding for good
-                log.exception("forward pass failed; retrying output=%s", self.key)
+                log.exception("forward pass failed; retrying", extra={"output": self.key})
                 self._failed(f"internal error: {exc}")
             if self.failures:
                 stop.wait(max(0.0, self.next_attempt - self.clock()))
@@ -284,8 +284,8 @@ class Forwarding:
         self.forwarders = [Forwarder(c, make_sender(c), StoreReader(store_dir), state_dir) for c in configs]
         for c in configs:
             if c.tls_insecure:
-                log.warning("forward output does not check the receiver's certificate (tls_insecure) output=%s",
-                            c.key)
+                log.warning("forward output does not check the receiver's certificate (tls_insecure)",
+                            extra={"output": c.key})
         self._stop = threading.Event()
         self._threads: list[tuple[Forwarder, threading.Thread]] = []
 
@@ -309,8 +309,8 @@ class Forwarding:
         for fwd, thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                log.warning("forward output still waiting on its receiver at shutdown; breaking the request off "
-                            "output=%s", fwd.key)
+                log.warning("forward output still waiting on its receiver at shutdown; breaking the request off",
+                            extra={"output": fwd.key})
                 fwd.sender.abort()
                 thread.join(timeout=grace_s)
         self._threads = []
