@@ -149,7 +149,7 @@ class Shipper(threading.Thread):
             attempt = 0 if progressed else attempt + 1
             if not progressed and len(self.targets) > 1:
                 self.target = self.targets[(self.targets.index(self.target) + 1) % len(self.targets)]
-                log.info("failing over to the next aggregator target=%s", self.target)
+                log.info("failing over to the next aggregator", extra={"target": self.target})
             delay = backoff_delay(attempt, self.config.backoff_initial_ms / 1000,
                                   self.config.backoff_max_ms / 1000, self._rng)
             self.stats.reconnects += 1
@@ -197,16 +197,17 @@ class Shipper(threading.Thread):
                     progressed = True
                     continue
                 self.stats.rejected += 1
-                log.error("aggregator rejected a batch; it stays spooled and will be resent "
-                          "stream=%s seq=%d verdict=%s reason=%s", ack.stream_id, ack.seq, ack.verdict, ack.reason)
+                log.error("aggregator rejected a batch; it stays spooled and will be resent",
+                          extra={"stream": ack.stream_id, "seq": ack.seq, "verdict": ack.verdict, "reason": ack.reason})
                 call.cancel()
                 break
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             level = logging.INFO if code in ROUTINE_CODES else logging.WARNING
             if not self._stopping.is_set():
-                log.log(level, "aggregator stream ended; will reconnect target=%s code=%s detail=%s",
-                        self.target, code, exc.details() if isinstance(exc, grpc.Call) else exc)
+                log.log(level, "aggregator stream ended; will reconnect",
+                        extra={"target": self.target, "code": code.name if code is not None else None,
+                               "detail": str(exc.details() if isinstance(exc, grpc.Call) else exc)})
         finally:
             self._channel = None
             self.stats.connected = False

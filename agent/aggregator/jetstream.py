@@ -138,7 +138,7 @@ async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: floa
     async def on_error(exc: Exception) -> None:
         state["last"] = str(exc) or type(exc).__name__
         if state["connected"]:
-            log.warning("nats connection problem reason=%s", exc)
+            log.warning("nats connection problem", extra={"reason": str(exc)})
 
     async def on_disconnect() -> None:
         nc = holder.get("nc")
@@ -170,7 +170,7 @@ async def ensure_stream(js: JetStreamContext, names: Names, replicas: int) -> Ke
             await js.add_stream(StreamConfig(
                 name=names.stream, subjects=[f"{names.stream}.>"], num_replicas=replicas, storage=StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW_S, deny_delete=True, deny_purge=True))
-            log.info("created the JetStream stream stream=%s replicas=%d", names.stream, replicas)
+            log.info("created the JetStream stream", extra={"stream": names.stream, "replicas": replicas})
         except nats.js.errors.BadRequestError:
             await js.stream_info(names.stream)  # created meanwhile by another aggregator
     try:
@@ -319,7 +319,7 @@ class JetStreamLog:
             return head
         batch = batch_from_bytes(last.data)
         log.warning("chain head was behind the stream (a writer stopped between publish and head update); "
-                    "reconciled node=%s stream=%s seq=%d", node, stream, batch.header.seq)
+                    "reconciled", extra={"node": node, "stream": stream, "seq": batch.header.seq})
         self._remember(node, stream, batch.header.seq, batch.batch_hash)
         head = await self._set_head(node, stream, batch.header.seq, batch.batch_hash, last.seq)
         await self.advance_merkle(last.seq)
@@ -390,8 +390,8 @@ class JetStreamLog:
         try:
             return merkle.leaf_hash(batch_from_bytes(msg.data).batch_hash)
         except WireError as exc:
-            log.error("a message on a batch subject is not a batch; left out of the Merkle log sseq=%d reason=%s",
-                      sseq, exc)
+            log.error("a message on a batch subject is not a batch; left out of the Merkle log",
+                      extra={"sseq": sseq, "reason": str(exc)})
             return None
 
     async def advance_merkle(self, target: int, own: bytes | None = None) -> int:
@@ -531,13 +531,13 @@ class JetStreamStore:
         try:
             self._run(self.log.publish_record(self.names.rejections, record))
         except (StoreUnavailable, nats.errors.Error) as exc:
-            log.error("rejection not recorded in the stream (it is logged here) reason=%s", exc)
+            log.error("rejection not recorded in the stream (it is logged here)", extra={"reason": str(exc)})
 
     def remember_key(self, node: str, key_id: str, pem: bytes) -> None:
         held = self._run(self.log.put_once(Names.key_key(node, key_id), pem))
         if held != pem:
-            log.error("the stream's bucket holds another public key under this node and key id node=%s key_id=%s",
-                      node, key_id)
+            log.error("the stream's bucket holds another public key under this node and key id",
+                      extra={"node": node, "key_id": key_id})
 
     def merkle_state(self, fresh: bool = True) -> merkle.MerkleState:
         """The shared tree's append state (re-read from the bucket unless `fresh` is False)."""
@@ -568,6 +568,6 @@ class JetStreamStore:
         try:
             self._run(self.log.close(), timeout_s=10)
         except (StoreUnavailable, StoreError) as exc:
-            log.warning("nats connection not drained reason=%s", exc)
+            log.warning("nats connection not drained", extra={"reason": str(exc)})
         self._stop_loop()
         self._loop.close()

@@ -53,7 +53,7 @@ class JetStreamCheckpointer:
         config.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key, created = load_or_create_key(key_path)
         if created:
-            log.info("created the aggregator's checkpoint key path=%s", key_path)
+            log.info("created the aggregator's checkpoint key", extra={"path": str(key_path)})
         pem = public_pem(key.public_key())
         pub = config.store_dir / AGGREGATOR_PUB
         if not pub.exists() or pub.read_bytes() != pem:
@@ -107,7 +107,7 @@ class JetStreamCheckpointer:
         try:
             self.sign(now_ns)
         except StoreUnavailable as exc:
-            log.warning("checkpoint not signed now; will retry reason=%s", exc)
+            log.warning("checkpoint not signed now; will retry", extra={"reason": str(exc)})
 
     def sign(self, now_ns: int) -> StoredCheckpoint | None:
         """Sign the shared tree if it grew since the last checkpoint of the stream; returns what was signed."""
@@ -124,7 +124,7 @@ class JetStreamCheckpointer:
         stored = StoredCheckpoint(cp.size, cp.root, note, now_ns, tree.to_bytes())
         self._last, self._last_sseq, self._last_time_ns = stored, sseq, now_ns
         self.signed += 1
-        log.info("checkpoint signed origin=%s size=%d root=%s", self.origin, cp.size, cp.root.hex())
+        log.info("checkpoint signed", extra={"origin": self.origin, "size": cp.size, "root": cp.root.hex()})
         if self.witness_dir is not None:
             self._witness(stored)
         return stored
@@ -139,6 +139,6 @@ class JetStreamCheckpointer:
                 f.flush()
                 os.fsync(f.fileno())
         except FileExistsError:
-            log.info("witness already holds a checkpoint of this size path=%s", path)
+            log.info("witness already holds a checkpoint of this size", extra={"path": str(path)})
         except OSError as exc:
-            log.error("checkpoint not written to the witness path=%s reason=%s", path, exc.strerror)
+            log.error("checkpoint not written to the witness", extra={"path": str(path), "reason": exc.strerror})
