@@ -61,6 +61,10 @@ def test_a_jetstream_store_is_configured_with_servers_stream_and_replicas(tmp_pa
     ('type = "jetstream"\nservers = ["nats://a:4222"]\nstream = "A.B"', "store.stream: 'A.B' may hold only"),
     ('type = "jetstream"\nservers = ["nats://a:4222"]\nreplicas = 7', "store.replicas: must be between 1 and 5"),
     ('servers = ["nats://a:4222"]', "store.servers: only a jetstream store has servers"),
+    ('type = "jetstream"\nservers = ["nats://a:4222"]\n[retention]\nmax_bytes = 1000000',
+     "retention: a jetstream store is not retired by logseal"),
+    ('type = "jetstream"\nservers = ["nats://a:4222"]\n[[forward]]\ntype = "webhook"\nurl = "http://127.0.0.1:1/"',
+     "forward: forwarding reads a local store"),
 ])
 def test_a_bad_store_section_is_one_line_naming_the_key(tmp_path: Path, store: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
