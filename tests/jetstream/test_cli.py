@@ -124,7 +124,8 @@ def test_an_aggregator_whose_cluster_cannot_be_reached_stops_at_start_naming_it(
     (tmp_path / "trusted").mkdir()
     config = tmp_path / "aggregator.toml"
     config.write_text(f'listen = "127.0.0.1:0"\nstore_dir = "{tmp_path}/store"\n'
-                      f'trusted_keys_dir = "{tmp_path}/trusted"\n[store]\ntype = "jetstream"\nservers = ["nats://127.0.0.1:1"]\n')
+                      f'trusted_keys_dir = "{tmp_path}/trusted"\n'
+                      '[store]\ntype = "jetstream"\nservers = ["nats://127.0.0.1:1"]\n')
     out = run_cli("aggregator", "--config", str(config), timeout=60)
     assert out.returncode == 2
     assert "cannot reach NATS at nats://127.0.0.1:1" in out.stderr
