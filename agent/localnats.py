@@ -73,7 +73,7 @@ class NatsCluster:
             folder.mkdir(parents=True, exist_ok=True)
             config = folder / "nats.conf"
             config.write_text(
-                f'server_name: "{name}"\nlisten: "127.0.0.1:{client}"\nhttp: "127.0.0.1:{http}"\n'
+                f'server_name: "{name}"\nlisten: "127.0.0.1:{client}"\nhttp: "127.0.0.1:{http}"\nmax_payload: 8MB\n'
                 f'jetstream {{\n  store_dir: "{folder / "js"}"\n  max_memory_store: 64MB\n'
                 f'  max_file_store: 4GB\n}}\n'
                 f'cluster {{\n  name: "logseal"\n  listen: "127.0.0.1:{route}"\n  routes: [{routes}]\n}}\n')
