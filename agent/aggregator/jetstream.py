@@ -253,8 +253,9 @@ class JetStreamLog:
         self._leaves_sseq = 0
 
     @classmethod
-    async def open(cls, servers: Sequence[str], stream: str, replicas: int) -> JetStreamLog:
-        nc = await connect(servers, name="logseal-aggregator")
+    async def open(cls, servers: Sequence[str], stream: str, replicas: int,
+                   connect_timeout_s: float = 10.0) -> JetStreamLog:
+        nc = await connect(servers, name="logseal-aggregator", timeout_s=connect_timeout_s)
         js = nc.jetstream(timeout=REQUEST_TIMEOUT_S)
         names = Names(stream)
         try:
@@ -479,14 +480,14 @@ class JetStreamLog:
 class JetStreamStore:
     """The store interface of the Ingestor over `JetStreamLog`, run on its own event loop thread."""
 
-    def __init__(self, servers: Sequence[str], stream: str, replicas: int = 3) -> None:
+    def __init__(self, servers: Sequence[str], stream: str, replicas: int = 3, connect_timeout_s: float = 10.0) -> None:
         self.servers = list(servers)
         self.names = Names(stream)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="logseal-nats", daemon=True)
         self._thread.start()
         try:
-            self.log = self._run(JetStreamLog.open(self.servers, stream, replicas), timeout_s=60)
+            self.log = self._run(JetStreamLog.open(self.servers, stream, replicas, connect_timeout_s), timeout_s=60)
         except BaseException:
             self._stop_loop()
             self._loop.close()

@@ -150,9 +150,11 @@ def test_a_writer_that_stopped_after_publishing_is_reconciled_from_the_stream(
     assert takeover.handle(raws[1], "peer").status == pb.Ack.DUPLICATE
     assert takeover.handle(raws[2], "peer").status == pb.Ack.STORED
     assert _stream_messages(nats_cluster.urls[0], Names(STREAM).batches) == raws
+    assert stores[0].merkle_state().size == 3  # the orphan is a leaf, once, in stream order
     report = verify_jetstream(nats_cluster.url, STREAM)
     assert report.ok, report.problems
     assert report.tree_size == 3
+    assert not [line for line in report.info if "Merkle state covers" in line]
 
 
 def test_a_second_batch_for_a_stored_seq_is_refused_as_forked_and_kept_as_evidence(
@@ -172,8 +174,8 @@ def test_a_second_batch_for_a_stored_seq_is_refused_as_forked_and_kept_as_eviden
 def test_a_store_with_no_reachable_server_is_a_clear_error(tmp_path: Path) -> None:
     from agent.errors import StoreError
 
-    with pytest.raises(StoreError, match="cannot reach NATS at nats://127.0.0.1:1"):
-        JetStreamStore(["nats://127.0.0.1:1"], STREAM)
+    with pytest.raises(StoreError, match="cannot reach NATS at nats://127.0.0.1:1 within 2s"):
+        JetStreamStore(["nats://127.0.0.1:1"], STREAM, connect_timeout_s=2)
 
 
 def test_consistency_proofs_between_tree_sizes_verify(stores: list[JetStreamStore], key: Ed25519PrivateKey) -> None:
