@@ -74,6 +74,14 @@ class TailConfig:
 
 
 @dataclass(frozen=True)
+class KeysConfig:
+    epoch_s: int = 86_400
+    """Change the node's signing key (a new epoch) after this many seconds ..."""
+    epoch_batches: int = 100_000
+    """... or after this many sealed batches, whichever comes first; the old private key is erased."""
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     ca: Path | None = None
     """CA bundle that signs the peer's certificate."""
@@ -131,6 +139,7 @@ class AgentConfig:
     tail: TailConfig = field(default_factory=TailConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
+    keys: KeysConfig = field(default_factory=KeysConfig)
 
 
 @dataclass(frozen=True)
@@ -314,7 +323,7 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{where}: node_id: must be non-empty without '/' or ':', got {config.node_id!r}")
     if config.key.exists() and not config.key.is_file():
         raise ConfigError(f"{where}: key: {config.key} is not a regular file; point it at the node's .key file")
-    if not config.key.is_file():
+    if not config.key.is_file() and not (config.spool_dir / "node-keys" / "state.json").is_file():
         raise ConfigError(f"{where}: key: {config.key} does not exist; create it with "
                           f"`logseal keygen --node-id {config.node_id} --out {config.key.parent}`")
     _check_address(config.aggregator, f"{where}: aggregator")
@@ -375,6 +384,8 @@ def load_agent_config(path: Path) -> AgentConfig:
     _positive(config.tail.max_line_bytes, f"{where}: tail.max_line_bytes", 1024, 64 << 20)
     _check_tls(config.tls, f"{where}: tls")
     _check_metrics(config.metrics, f"{where}: metrics", aggregator=False)
+    _positive(config.keys.epoch_s, f"{where}: keys.epoch_s", 1)
+    _positive(config.keys.epoch_batches, f"{where}: keys.epoch_batches", 1)
     return config
 
 

@@ -20,11 +20,13 @@ from pathlib import Path
 from types import FrameType
 
 from agent.config import AgentConfig, SourceConfig, load_agent_config
+from agent.epochs import EpochKeeper
 from agent.errors import ConfigError
-from agent.keys import load_private_key, load_public_key
+from agent.keychain import KEYS_STREAM
+from agent.keys import load_public_key
 from agent.metrics import MetricsServer, Readiness, Registry, register_process_metrics
 from agent.pipeline import SealWorker, StreamPipeline, monotonic, received_now
-from agent.seal import ChainHead, Sealer
+from agent.seal import ChainHead
 from agent.ship import Shipper
 from agent.source_options import normalize_options, redaction_secret
 from agent.spool import Spool
@@ -43,12 +45,18 @@ class Agent:
     def __init__(self, config: AgentConfig, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        node_key = load_private_key(config.key)
-        self.sealer = Sealer(config.node_id, node_key, config.batch.zstd_level)
-        self.secret = redaction_secret(config, node_key)
+        self.epochs = EpochKeeper(config.spool_dir, config.key, config.keys.epoch_s, config.keys.epoch_batches)
         self.spool = Spool(config.spool_dir, config.spool.max_bytes, config.spool.when_full)
-        self.heads: dict[str, ChainHead] = {}
-        self.seal_worker = SealWorker(self.sealer, self.spool, self.heads)
+        # The keys stream is recovered first, so after a restart its certifying batches are sent before
+        # the batches signed at the epochs they certify.
+        keys_head = self.spool.recover(KEYS_STREAM).head
+        self.epochs.recover(keys_head)
+        self.sealer = self.epochs.sealer(config.node_id, config.batch.zstd_level)
+        self.secret = (redaction_secret(config, self.epochs.key) if config.redact_key is not None
+                       else self.epochs.derived_secret(lambda key: redaction_secret(config, key)))
+        self.heads: dict[str, ChainHead] = {KEYS_STREAM: keys_head}
+        self.seal_worker = SealWorker(self.sealer, self.spool, self.heads, epochs=self.epochs)
+        log.info("node key epoch=%d boot_counter=%d", self.epochs.epoch, self.epochs.boot_counter)
         self.streams = [self._stream(source) for source in config.source]
         self.alarms: list[Alarm] = []
         self._alarm_lock = threading.Lock()
