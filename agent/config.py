@@ -199,6 +199,10 @@ class AggregatorConfig:
     """Sign a checkpoint after this many new batches ..."""
     checkpoint_interval_s: int = 60
     """... and every this many seconds when new batches arrived (and at shutdown)."""
+    enrollment: str = "pinned"
+    """How a node's first (epoch-0) signing key is trusted: "pinned" (only `<node_id>.pub` in
+    trusted_keys_dir) or "tofu" (needs [tls]: the first key a node presents with a valid client
+    certificate for its node id is pinned into trusted_keys_dir; a different one later is UNKNOWN_KEY)."""
     witness_dir: Path | None = None
     """If set, every signed checkpoint is also written here, one file per checkpoint
     (`<size, 20 digits>.checkpoint`, never overwritten): e.g. a WORM mount that the store's
@@ -419,6 +423,11 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
     if config.aggregator_key is not None and not config.aggregator_key.is_file():
         raise ConfigError(f"{where}: aggregator_key: file {config.aggregator_key} does not exist (leave the key "
                           "out to have one created in the store)")
+    if config.enrollment not in ("pinned", "tofu"):
+        raise ConfigError(f"{where}: enrollment: {config.enrollment!r} is not \"pinned\" or \"tofu\"")
+    if config.enrollment == "tofu" and config.tls is None:
+        raise ConfigError(f"{where}: enrollment: \"tofu\" needs [tls] (client certificates name the node); "
+                          "add a [tls] table or use \"pinned\"")
     if config.witness_dir is not None and config.witness_dir.exists() and not config.witness_dir.is_dir():
         raise ConfigError(f"{where}: witness_dir: {config.witness_dir} is not a directory")
     return config

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.errors import KeyFileError
 from agent.keychain import KEYS_STREAM, cert_event
 from agent.keys import load_private_key, write_private_key
-from agent.seal import ChainHead, SealedBatch, Sealer, key_id_of
+from agent.seal import ChainHead, SealedBatch, Sealer, key_id_of, raw_public
 
 log = logging.getLogger("logseal.keys")
 
@@ -120,8 +120,20 @@ class EpochKeeper:
         self.started = float(state.get("started", clock()))
         self.pending: dict[str, int] | None = state.get("next")
         self.key: Ed25519PrivateKey = load_private_key(self._key_path(self.epoch))
+        self.enrolled_public = self._enrolled_public()
         self.batches = 0
         self.changes = 0
+
+    def _enrolled_public(self) -> bytes:
+        """The raw epoch-0 public key, kept here (public) since the enrolled private key is erased later."""
+        path = self.dir / "enrolled.pub"
+        if path.exists():
+            return bytes.fromhex(path.read_text().strip())
+        if self.epoch != 0:
+            return b""
+        raw = raw_public(self.key.public_key())
+        path.write_text(raw.hex() + "\n")
+        return raw
 
     def _key_path(self, epoch: int) -> Path:
         return self.enrolled_key if epoch == 0 else self.dir / f"epoch-{epoch}.key"

@@ -82,6 +82,7 @@ class Agent:
         pub = load_public_key(config.aggregator_pub) if config.aggregator_pub is not None else None
         self.witness = Witness(config.spool_dir, pub, shipper.prove_consistency, self._raise_alarm)
         shipper.on_checkpoint = self.witness.observe
+        shipper.enrolled_key = self.epochs.enrolled_public
         return shipper
 
     def _raise_alarm(self, alarm: Alarm) -> None:

@@ -11,6 +11,8 @@ from agent.seal import BatchHeader, SealedBatch, batch_hash
 
 INGEST_STREAM_METHOD = "/logseal.v1.Ingest/Stream"
 CONSISTENCY_METHOD = "/logseal.v1.Ingest/Consistency"
+# Stream metadata: the node's enrolled (epoch-0) public key, raw hex, for trust-on-first-use enrolment.
+ENROLLED_KEY_METADATA = "logseal-enrolled-key"
 
 
 class WireError(ValueError):

@@ -7,6 +7,13 @@ With `bind_identity` (the server has [tls]), a batch is accepted only if its hea
 node id of the client certificate it came with (`IDENTITY_MISMATCH` otherwise). A correctly signed
 batch for a (node, stream, seq) already stored with another hash is equivocation: it is kept as
 evidence (`equivocations`), never stored over the first, and rejected as `FORKED`.
+
+Version 2 batches are checked against the node's key epochs (agent/keychain.py, kept by
+aggregator/epochs.py): signed by the key of the epoch they claim, inside that epoch's seq range,
+from the node's latest boot. A batch of an epoch not certified yet is answered `KEY_EPOCH_PENDING`
+(retryable: not recorded, the agent resends after its certifying batch). Enrolment of a node's
+epoch-0 key: `pinned` (trusted_keys_dir) or `tofu` (the first key a node presents with a valid client
+certificate for its node id is pinned into trusted_keys_dir).
 """
 
 from __future__ import annotations
@@ -15,17 +22,22 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
+from agent.aggregator.epochs import EpochIndex, Statement, check_boot
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.store import Store
 from agent.errors import StoreError
+from agent.keychain import EpochCert, EpochChain, read_cert
+from agent.keys import public_pem
 from agent.normalize.common import Event, format_timestamp
-from agent.seal import Finding, Keyring, SealedBatch, Verdict, check_link, open_payload, verify_signature
+from agent.seal import Finding, Keyring, SealedBatch, Verdict, check_link, key_id_of, open_payload, verify_signature
 from agent.wire import WireError, batch_from_bytes
 
 log = logging.getLogger("logseal.security")
@@ -64,8 +76,12 @@ def security_event(action: str, node: str, stream: str, seq: int, verdict: str, 
 
 class Ingestor:
     def __init__(self, store: Store, keyring: Keyring, detection: DetectionShell | None = None, *,
-                 checkpointer: Checkpointer | None = None, bind_identity: bool = False) -> None:
+                 checkpointer: Checkpointer | None = None, bind_identity: bool = False,
+                 enrollment: str = "pinned", trusted_keys_dir: Path | None = None) -> None:
         self.store = store
+        self.epochs = EpochIndex(store.db)
+        self.enrollment = enrollment
+        self.trusted_keys_dir = trusted_keys_dir
         self.keyring = keyring
         self.detection = detection
         self.checkpointer = checkpointer
@@ -78,8 +94,9 @@ class Ingestor:
         self._keys_dir = store.directory / "keys"
         self._keys_dir.mkdir(exist_ok=True, mode=0o700)
 
-    def handle(self, raw: bytes, peer: str, cert_node: str | None = None) -> pb.Ack:
-        """Verify, store and ack one batch; `cert_node` is the node id of the peer's client certificate."""
+    def handle(self, raw: bytes, peer: str, cert_node: str | None = None, presented_key: bytes = b"") -> pb.Ack:
+        """Verify, store and ack one batch; `cert_node` is the node id of the peer's client certificate,
+        `presented_key` the raw enrolled public key the agent presents (used by `tofu` enrolment)."""
         self.stats.bytes_in += len(raw)
         try:
             batch = batch_from_bytes(raw)
@@ -91,7 +108,23 @@ class Ingestor:
             return self._reject(peer, batch, Finding(Verdict.IDENTITY_MISMATCH,
                                                      f"batch for node {h.node_id!r} sent with a client certificate "
                                                      f"naming {named}"))
-        finding = verify_signature(batch, self.keyring)
+        chain: EpochChain | None = None
+        if h.version >= 2:
+            enrolled = self._chain_for(batch, presented_key)
+            if isinstance(enrolled, Finding):
+                return self._reject(peer, batch, enrolled)
+            chain = enrolled
+            key = chain.key_for(h)
+            if isinstance(key, Finding):
+                if key.verdict is Verdict.KEY_EPOCH_PENDING:
+                    return self._pending(peer, batch, key)
+                return self._reject(peer, batch, key)
+            finding = verify_signature(batch, {h.node_id: {h.key_id: key}})
+        elif self.epochs.chain(h.node_id) is not None:
+            finding = Finding(Verdict.KEY_EPOCH_MISUSE, "a version 1 batch (no key epoch) from a node that "
+                                                        "signs by key epochs")
+        else:
+            finding = verify_signature(batch, self.keyring)
         if not finding.ok:
             return self._reject(peer, batch, finding)
         head = self.store.head(h.node_id, h.stream_id)
@@ -100,6 +133,10 @@ class Ingestor:
         if link.verdict is Verdict.REPLAYED:
             self.stats.duplicates += 1
             return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.DUPLICATE))
+        if chain is not None:
+            for check in (chain.place(h), check_boot(self.epochs.latest_boot(h.node_id), h)):
+                if not check.ok:
+                    return self._reject(peer, batch, check)
         if link.verdict is Verdict.FORKED and known is not None:
             if self.store.record_equivocation(peer, raw, batch, known):
                 self.stats.equivocations += 1
@@ -113,8 +150,11 @@ class Ingestor:
             # loss (the stream carries a gap record); the chain stays whole.
             if batch.payload:
                 return self._reject(peer, batch, Finding(Verdict.MALFORMED, "a dropped batch carries a payload"))
-            self._remember_key(h.node_id, h.key_id)
-            batch_id = self.store.append(raw, batch, [])
+            if h.next_key:
+                return self._reject(peer, batch, Finding(Verdict.MALFORMED, "a certifying batch without its payload"))
+            self._remember_key(h.node_id, h.key_id, chain)
+            batch_id = self.store.append(raw, batch, [], self._statements(batch, None))
+            self.epochs.committed(h.node_id, h, None, None)
             self._after_append()
             self.stats.stored_batches += 1
             self.stats.dropped_batches += 1
@@ -124,9 +164,23 @@ class Ingestor:
         opened = open_payload(batch)
         if not opened.finding.ok or opened.body is None:
             return self._reject(peer, batch, opened.finding)
-        self._remember_key(h.node_id, h.key_id)
+        cert: EpochCert | None = None
+        if h.next_key and chain is not None:
+            read = read_cert(h, opened.body)
+            if isinstance(read, Finding):
+                return self._reject(peer, batch, read)
+            trial = EpochChain(dict(chain.keys), dict(chain.ends))
+            certified = trial.certify(h, read)
+            if not certified.ok:
+                return self._reject(peer, batch, certified)
+            cert, chain = read, trial
+        self._remember_key(h.node_id, h.key_id, chain)
         rows = index_rows(opened.body)
-        batch_id = self.store.append(raw, batch, rows)
+        batch_id = self.store.append(raw, batch, rows, self._statements(batch, cert))
+        if h.version >= 2:
+            self.epochs.committed(h.node_id, h, chain, cert)
+            if cert is not None:
+                self._remember_key(h.node_id, key_id_of(cert.key), chain)
         for row in rows:
             dataset = row[2] or "unknown"
             self.events_by_dataset[dataset] = self.events_by_dataset.get(dataset, 0) + 1
@@ -151,12 +205,69 @@ class Ingestor:
             except StoreError as exc:  # the batch is stored; the tree gets no signature it does not deserve
                 log.error("checkpoint refused reason=%s", exc)
 
-    def _remember_key(self, node: str, key_id: str) -> None:
+    def _chain_for(self, batch: SealedBatch, presented_key: bytes) -> EpochChain | Finding:
+        """The node's key epochs, enrolling its epoch-0 key at its first version 2 batch."""
+        h = batch.header
+        chain = self.epochs.chain(h.node_id)
+        if chain is not None:
+            return chain
+        pinned = self.keyring.get(h.node_id)
+        if pinned:
+            key = pinned.get(h.key_id) if h.key_epoch == 0 else None
+            if key is None:
+                return Finding(Verdict.UNKNOWN_KEY, f"key {h.key_id!r} at epoch {h.key_epoch} is not the enrolled "
+                                                    f"key of node {h.node_id!r}")
+            how, detail = "pinned", "trusted_keys_dir"
+        elif self.enrollment == "tofu" and self.bind_identity:
+            if h.key_epoch != 0 or len(presented_key) != 32:
+                return Finding(Verdict.UNKNOWN_NODE, f"node {h.node_id!r} is not enrolled; trust on first use "
+                                                     "needs its epoch-0 key presented with a batch of epoch 0")
+            key = Ed25519PublicKey.from_public_bytes(presented_key)
+            if key_id_of(key) != h.key_id:
+                return Finding(Verdict.UNKNOWN_KEY, "the presented key is not the key that signed the batch")
+            if not verify_signature(batch, {h.node_id: {h.key_id: key}}).ok:
+                return Finding(Verdict.BAD_SIGNATURE, "the batch does not verify with the presented key")
+            self._pin(h.node_id, key)
+            how, detail = "tofu", "first key presented with a valid client certificate"
+        else:
+            return Finding(Verdict.UNKNOWN_NODE, f"node {h.node_id!r} has no enrolled key")
+        return self.epochs.enrol(h.node_id, key, how, detail)
+
+    def _pin(self, node: str, key: Ed25519PublicKey) -> None:
+        """Write a first-seen key into trusted_keys_dir (0644), so a restart and `verify --keys` know it."""
+        if self.trusted_keys_dir is None:
+            return
+        path = self.trusted_keys_dir / f"{node}.pub"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(public_pem(key))
+        tmp.chmod(0o644)
+        tmp.replace(path)
+        self.keyring = {**self.keyring, node: {key_id_of(key): key}}
+
+    def _statements(self, batch: SealedBatch, cert: EpochCert | None) -> list[Statement]:
+        h = batch.header
+        if h.version < 2:
+            return []
+        out = self.epochs.boot_statements(h.node_id, h)
+        if cert is not None:
+            out += self.epochs.certify_statements(h.node_id, cert, f"{h.stream_id}#{h.seq}")
+        return out
+
+    def _pending(self, peer: str, batch: SealedBatch, finding: Finding) -> pb.Ack:
+        """Not stored, not a security event: the agent resends once the certifying batch is in."""
+        h = batch.header
+        log.info("batch waits for its key epoch node=%s stream=%s seq=%d epoch=%d peer=%s", h.node_id, h.stream_id,
+                 h.seq, h.key_epoch, peer)
+        return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.REJECTED, finding))
+
+    def _remember_key(self, node: str, key_id: str, chain: EpochChain | None = None) -> None:
         """Keep the public key beside the batches it signs, for offline `verify`."""
         path = self._keys_dir / f"{node}.{key_id}.pub"
         if not path.exists():
-            pem = self.keyring[node][key_id].public_bytes(serialization.Encoding.PEM,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+            key = next((k for k in chain.keys.values() if key_id_of(k) == key_id), None) if chain else None
+            if key is None:
+                key = self.keyring[node][key_id]
+            pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(pem)
             tmp.replace(path)
@@ -173,8 +284,13 @@ class Ingestor:
         self.rejections_by_verdict[key] = self.rejections_by_verdict.get(key, 0) + 1
         if self.detection is not None:
             action = "chain_break" if finding.verdict in _CHAIN_VERDICTS else "batch_rejected"
-            self.detection.submit_event(security_event(action, node, stream, seq, finding.verdict.name,
-                                                       finding.reason, peer))
+            if finding.verdict is Verdict.KEY_EPOCH_MISUSE:
+                action = "key_epoch_misuse"
+            event = security_event(action, node, stream, seq, finding.verdict.name, finding.reason, peer)
+            if batch is not None:
+                event["logseal"]["key_id"] = batch.header.key_id
+                event["logseal"]["key_epoch"] = batch.header.key_epoch
+            self.detection.submit_event(event)
         return self._counted(node or "?", _ack(stream, seq, pb.Ack.REJECTED, finding))
 
     def _counted(self, node: str, ack: pb.Ack) -> pb.Ack:

@@ -42,6 +42,7 @@ from agent.errors import LogsealError
 from agent.keys import load_trusted_keys
 from agent.metrics import MetricsServer, Readiness, Registry, register_process_metrics
 from agent.seal import keyring_from
+from agent.wire import ENROLLED_KEY_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,17 @@ def peer_node_id(context: grpc.aio.ServicerContext) -> str | None:
         return None
 
 
+def presented_key(context: grpc.aio.ServicerContext) -> bytes:
+    """The enrolled public key the agent presents on its stream (metadata `logseal-enrolled-key`, hex)."""
+    for item in context.invocation_metadata() or ():
+        if item.key == ENROLLED_KEY_METADATA and isinstance(item.value, str):
+            try:
+                return bytes.fromhex(item.value)
+            except ValueError:
+                return b""
+    return b""
+
+
 class Aggregator:
     def __init__(self, config: AggregatorConfig) -> None:
         self.config = config
@@ -82,7 +94,8 @@ class Aggregator:
                           if config.detect.rules or config.detect.baselines else None)
         self.checkpointer = Checkpointer.from_config(self.store, config, time.time_ns())
         self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection, checkpointer=self.checkpointer,
-                                 bind_identity=config.tls is not None)
+                                 bind_identity=config.tls is not None, enrollment=config.enrollment,
+                                 trusted_keys_dir=config.trusted_keys_dir)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")
         self.port = 0
         self.streams_open = 0
@@ -95,6 +108,7 @@ class Aggregator:
         loop = asyncio.get_running_loop()
         peer = context.peer()
         cert_node = peer_node_id(context) if self.config.tls is not None else None
+        presented = presented_key(context)
         idle = self.config.limits.stream_idle_timeout_s
         iterator = requests.__aiter__()
         self.streams_open += 1
@@ -110,7 +124,8 @@ class Aggregator:
                     return
                 started = time.monotonic()
                 try:
-                    ack = await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer, cert_node)
+                    ack = await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer, cert_node,
+                                                     presented)
                 except OSError as exc:
                     self.store_writable = False
                     log.error("store write failed; the batch is not acked and will be resent reason=%s", exc)

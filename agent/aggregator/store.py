@@ -305,8 +305,11 @@ class Store:
                               (node, stream, seq)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow]) -> int:
-        """Durably store one verified batch; returns its ingest index (from 1)."""
+    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow],
+               extra: Sequence[tuple[str, tuple[object, ...]]] = ()) -> int:
+        """Durably store one verified batch; returns its ingest index (from 1).
+
+        `extra`: SQL statements committed in the same transaction (e.g. a key epoch the batch certifies)."""
         if self._size >= self.segment_max_bytes:
             self._rotate()
         offset = self._size
@@ -337,6 +340,8 @@ class Store:
             node = h.node_id
             db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
                            [(batch_id, r[0], r[1], node, r[2], r[3], r[4]) for r in rows])
+            for sql, params in extra:
+                db.execute(sql, params)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

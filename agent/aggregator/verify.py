@@ -28,8 +28,19 @@ from agent.aggregator.index_rows import index_rows
 from agent.aggregator.store import StoredCheckpoint, connect_index, read_checkpoints, read_segment
 from agent.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from agent.errors import StoreError
+from agent.keychain import EpochChain, read_cert
 from agent.keys import load_public_key, load_trusted_keys
-from agent.seal import ChainTracker, Verdict, keyring_from, open_payload, verify_signature
+from agent.seal import (
+    FINDING_OK,
+    ChainTracker,
+    Finding,
+    Keyring,
+    SealedBatch,
+    Verdict,
+    keyring_from,
+    open_payload,
+    verify_signature,
+)
 from agent.wire import WireError, batch_from_bytes
 
 
@@ -108,7 +119,49 @@ _KIND_BY_VERDICT = {
     Verdict.REPLAYED: "replayed",
     Verdict.REORDERED: "reordered",
     Verdict.FORKED: "inserted",
+    Verdict.KEY_EPOCH_MISUSE: "key-epoch-misuse",
+    Verdict.KEY_EPOCH_PENDING: "key-epoch-misuse",
+    Verdict.IDENTITY_MISMATCH: "modified",
 }
+
+
+class _EpochWalk:
+    """Re-derives each node's key epochs from its stored batches, in ingest order (agent/keychain.py)."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self.chains: dict[str, EpochChain] = {}
+
+    def check(self, batch: SealedBatch) -> Finding:
+        h = batch.header
+        chain = self.chains.get(h.node_id)
+        if h.version < 2:
+            if chain is not None:
+                return Finding(Verdict.KEY_EPOCH_MISUSE, "a version 1 batch after the node's key epochs began")
+            return verify_signature(batch, self.keyring)
+        if chain is None:
+            key = self.keyring.get(h.node_id, {}).get(h.key_id)
+            if key is None:
+                return verify_signature(batch, self.keyring)  # unknown node or key
+            if h.key_epoch != 0:
+                return Finding(Verdict.KEY_EPOCH_MISUSE, f"the node's first batch claims epoch {h.key_epoch}; its "
+                                                         "chain starts at epoch 0")
+            chain = self.chains[h.node_id] = EpochChain({0: key})
+        key_or = chain.key_for(h)
+        if isinstance(key_or, Finding):
+            if key_or.verdict is Verdict.KEY_EPOCH_PENDING:
+                return Finding(Verdict.KEY_EPOCH_MISUSE, f"epoch {h.key_epoch} was not certified before this batch "
+                                                         f"(current {chain.current})")
+            return key_or
+        signed = verify_signature(batch, {h.node_id: {h.key_id: key_or}})
+        return signed if not signed.ok else chain.place(h)
+
+    def certify(self, batch: SealedBatch, body: bytes) -> Finding:
+        chain = self.chains.get(batch.header.node_id)
+        if chain is None:
+            return FINDING_OK
+        cert = read_cert(batch.header, body)
+        return cert if isinstance(cert, Finding) else chain.certify(batch.header, cert)
 
 
 def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Path | None = None,
@@ -130,6 +183,7 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
     seen: set[int] = set()
     leaves: list[bytes] = []
     chains: dict[tuple[str, str], ChainTracker] = {}
+    epochs = _EpochWalk(keyring)
     last_id = 0
 
     def add(kind: str, where: str, batch: str, detail: str) -> None:
@@ -177,10 +231,14 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
                 if (row[1], row[2], row[3], bytes(row[4]), row[7]) != (h.node_id, h.stream_id, h.seq,
                                                                         batch.batch_hash, len(record.data)):
                     add("modified", where, name, f"index says batch {named} but the record holds {name}")
-            finding = verify_signature(batch, keyring)
+            finding = epochs.check(batch)
             if not finding.ok:
                 add(_KIND_BY_VERDICT[finding.verdict], where, name, str(finding))
             opened = open_payload(batch) if not batch.payload_dropped else None
+            if finding.ok and h.next_key and opened is not None and opened.body is not None:
+                certified = epochs.certify(batch, opened.body)
+                if not certified.ok:
+                    add(_KIND_BY_VERDICT[certified.verdict], where, name, str(certified))
             if batch.payload_dropped and batch.payload:
                 add("modified", where, name, "a batch marked as dropped carries a payload")
             if opened is not None and not opened.finding.ok:

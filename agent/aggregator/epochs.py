@@ -1,0 +1,127 @@
+"""Per-node key epochs and boots, kept durably in the store's index (tables `node_keys`, `node_boots`).
+
+`node_keys` has one row per (node, epoch): its public key, how it came (`pinned`: from
+trusted_keys_dir; `tofu`: first key presented with a valid client certificate; `certified`: by the
+node's certifying batch, named in `detail`) and, for a certified epoch, the stream ends of the epoch
+before it. Rows of a certified epoch and of a new boot are written in the same SQLite transaction as
+the batch that brings them (`Store.append(..., extra=...)`), so a crash cannot keep one without the
+other. Enrolment happens once, before the node's first batch is stored, and is logged as a security
+record.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.keychain import EpochCert, EpochChain
+from agent.seal import FINDING_OK, BatchHeader, Finding, Verdict, key_id_of, raw_public
+
+log = logging.getLogger("logseal.security")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS node_keys (
+    node TEXT NOT NULL, epoch INTEGER NOT NULL, key_id TEXT NOT NULL, public_key BLOB NOT NULL,
+    ends TEXT NOT NULL,            -- JSON {stream: last seq} of epoch-1 (certified epochs)
+    how TEXT NOT NULL, detail TEXT NOT NULL, recorded_ns INTEGER NOT NULL,
+    PRIMARY KEY (node, epoch)
+);
+CREATE TABLE IF NOT EXISTS node_boots (
+    node TEXT NOT NULL, boot_counter INTEGER NOT NULL, boot_id BLOB NOT NULL, first_seen_ns INTEGER NOT NULL,
+    PRIMARY KEY (node, boot_counter)
+);
+"""
+
+Statement = tuple[str, tuple[object, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Boot:
+    counter: int
+    boot_id: bytes
+
+
+def check_boot(latest: Boot | None, header: BatchHeader) -> Finding:
+    """A batch from a boot older than the node's latest, or the latest boot's counter under another id,
+    is replayed across restarts."""
+    if latest is None or header.boot_counter > latest.counter:
+        return FINDING_OK
+    if header.boot_counter < latest.counter:
+        return Finding(Verdict.REPLAYED, f"sealed in boot {header.boot_counter}, the node has since restarted "
+                                         f"(latest boot {latest.counter})")
+    if header.boot_id != latest.boot_id:
+        return Finding(Verdict.REPLAYED, f"boot {header.boot_counter} was seen with boot id "
+                                         f"{latest.boot_id.hex()}, this batch names {header.boot_id.hex()}")
+    return FINDING_OK
+
+
+class EpochIndex:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.executescript(SCHEMA)
+        self._chains: dict[str, EpochChain] = {}
+        self._boots: dict[str, Boot | None] = {}
+
+    def chain(self, node: str) -> EpochChain | None:
+        """The node's certified epochs, or None before its enrolment."""
+        cached = self._chains.get(node)
+        if cached is not None:
+            return cached
+        rows = self.db.execute("SELECT epoch, public_key, ends FROM node_keys WHERE node=? ORDER BY epoch",
+                               (node,)).fetchall()
+        if not rows:
+            return None
+        chain = EpochChain({int(r[0]): Ed25519PublicKey.from_public_bytes(bytes(r[1])) for r in rows})
+        for epoch, _, ends in rows:
+            if int(epoch) > 0:
+                chain.ends[int(epoch) - 1] = orjson.loads(ends)
+        self._chains[node] = chain
+        return chain
+
+    def enrol(self, node: str, key: Ed25519PublicKey, how: str, detail: str) -> EpochChain:
+        """Record the node's epoch-0 key (a security record)."""
+        self.db.execute("INSERT INTO node_keys VALUES (?,?,?,?,?,?,?,?)",
+                        (node, 0, key_id_of(key), raw_public(key), "{}", how, detail, time.time_ns()))
+        log.warning("node enrolled node=%s epoch=0 key_id=%s how=%s detail=%s", node, key_id_of(key), how, detail)
+        chain = EpochChain({0: key})
+        self._chains[node] = chain
+        return chain
+
+    def certify_statements(self, node: str, cert: EpochCert, where: str) -> list[Statement]:
+        return [("INSERT OR IGNORE INTO node_keys VALUES (?,?,?,?,?,?,?,?)",
+                 (node, cert.epoch, key_id_of(cert.key), raw_public(cert.key),
+                  orjson.dumps(dict(cert.ends)).decode(), "certified", where, time.time_ns()))]
+
+    def latest_boot(self, node: str) -> Boot | None:
+        if node not in self._boots:
+            row = self.db.execute("SELECT boot_counter, boot_id FROM node_boots WHERE node=? ORDER BY boot_counter "
+                                  "DESC LIMIT 1", (node,)).fetchone()
+            self._boots[node] = None if row is None else Boot(int(row[0]), bytes(row[1]))
+        return self._boots[node]
+
+    def boot_statements(self, node: str, header: BatchHeader) -> list[Statement]:
+        latest = self.latest_boot(node)
+        if latest is not None and header.boot_counter <= latest.counter:
+            return []
+        return [("INSERT OR IGNORE INTO node_boots VALUES (?,?,?,?)",
+                 (node, header.boot_counter, header.boot_id, time.time_ns()))]
+
+    def committed(self, node: str, header: BatchHeader, chain: EpochChain | None,
+                  cert: EpochCert | None) -> None:
+        """Update the caches after the batch and its statements were committed."""
+        latest = self.latest_boot(node)
+        if latest is None or header.boot_counter > latest.counter:
+            self._boots[node] = Boot(header.boot_counter, header.boot_id)
+            if latest is not None:
+                log.info("node restarted node=%s boot_counter=%d boot_id=%s", node, header.boot_counter,
+                         header.boot_id.hex())
+        if chain is not None:
+            self._chains[node] = chain
+        if cert is not None:
+            log.warning("node key epoch certified node=%s epoch=%d key_id=%s ends=%s", node, cert.epoch,
+                        key_id_of(cert.key), orjson.dumps(dict(cert.ends)).decode())
