@@ -2,7 +2,8 @@
 
 SIGTERM/SIGINT: stop reading, seal and spool the open batches, wait up to
 `ship.shutdown_grace_ms` for their acks, exit 0. What is not acked stays spooled for next start.
-SIGHUP: read the config file again and apply it without losing position (a config that does not
+SIGHUP: read the config file again and apply it without losing position; with [tls], the client
+certificate files are read again too (a new channel) (a config that does not
 load is refused with one logged line and the running config stays). The node id, key and spool
 folder cannot change without a restart.
 
@@ -198,7 +199,7 @@ class Agent:
             self.streams.append(self._stream(source, resume=old.pop(source.name or source.type, None)))
         for gone in old.values():
             gone.close()  # its positions stay in the spool's checkpoint for a later return
-        if (new.aggregator, new.tls, new.ship, new.aggregator_pub) != (
+        if new.tls is not None or (new.aggregator, new.tls, new.ship, new.aggregator_pub) != (
                 old_config.aggregator, old_config.tls, old_config.ship, old_config.aggregator_pub):
             self.shipper.stop()
             self.shipper.join(timeout=10)

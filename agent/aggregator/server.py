@@ -6,7 +6,8 @@ the agent signed and sent. Store work runs on one worker thread: ingest is singl
 Hostile clients cannot take it down: messages are size-limited, the number of streams is bounded
 (more get RESOURCE_EXHAUSTED), a stream that sends nothing for `limits.stream_idle_timeout_s` is
 closed, dead connections are found by keepalive pings, and garbage is rejected per message.
-SIGHUP reloads the enrolled node keys. The standard gRPC health service answers on the gRPC port
+SIGHUP reloads the enrolled node keys and, with [tls], the server certificate, key and CA
+(new connections use them; aggregator/tls_reload.py). The standard gRPC health service answers on the gRPC port
 and, alone and in plaintext, on `[metrics] grpc_health_listen` (for the kubelet's probe).
 
 With [tls], each batch's node id must be the node id of the client certificate of its stream (read
@@ -35,6 +36,7 @@ from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
 from agent.aggregator.ingest import Ingestor, security_event
 from agent.aggregator.store import Store
+from agent.aggregator.tls_reload import ServerCertificates
 from agent.certs import CertError, node_id_from_cert
 from agent.config import AggregatorConfig
 from agent.detect.baseline import BaselineConfig
@@ -96,6 +98,7 @@ class Aggregator:
         self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection, checkpointer=self.checkpointer,
                                  bind_identity=config.tls is not None, enrollment=config.enrollment,
                                  trusted_keys_dir=config.trusted_keys_dir)
+        self.certificates = ServerCertificates(config.tls) if config.tls is not None else None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")
         self.port = 0
         self.streams_open = 0
@@ -278,7 +281,7 @@ class Aggregator:
         server.add_generic_rpc_handlers((handler,))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        credentials = server_credentials(self.config)
+        credentials = self.certificates.credentials() if self.certificates is not None else None
         if credentials is None:
             self.port = server.add_insecure_port(self.config.listen)
         else:
@@ -317,6 +320,8 @@ class Aggregator:
             if reload is not None and reload.is_set():
                 reload.clear()
                 self.reload_keys()
+                if self.certificates is not None:
+                    self.certificates.reload()
         silence.cancel()
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
