@@ -15,7 +15,8 @@ import grpc
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.store import Store, read_record
-from agent.keys import load_private_key
+from agent.bundle import verify_bundle
+from agent.keys import load_private_key, load_public_key
 from agent.localrun import LocalProcess, Workspace, wait_for
 from agent.seal import ChainHead, SealedBatch, Sealer, decode_events, open_payload
 from agent.wire import INGEST_STREAM_METHOD, batch_from_bytes, batch_to_bytes
@@ -97,6 +98,23 @@ def test_epochs_advance_retired_keys_are_erased_and_the_store_verifies(workspace
     result = run_cli("verify", str(workspace.store))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "intact" in result.stdout
+    # An event signed at a later epoch is provable offline through the epoch chain from the enrolled key.
+    last = stored_batch(workspace, "syslog")
+    assert last.header.key_epoch >= 2
+    out = workspace.root / "bundle.json"
+    event_id = f"node-1:syslog:{last.header.seq}:0"
+    proved = run_cli("prove", str(workspace.store), "--event-id", event_id, "--out", str(out))
+    assert proved.returncode == 0, proved.stderr
+    aggregator_pub = workspace.store / "aggregator.pub"
+    checked = run_cli("verify-bundle", str(out), "--aggregator-pub", str(aggregator_pub))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    bundle = json.loads(out.read_text())
+    assert len(bundle["key_epochs"]) == epoch
+    enrolled = [load_public_key(workspace.trusted / "node-1.pub")]
+    assert verify_bundle(bundle, load_public_key(aggregator_pub), trusted_node_keys=enrolled) == []
+    bundle["key_epochs"] = bundle["key_epochs"][:1]  # a chain cut short does not reach the signing epoch
+    (problem,) = verify_bundle(bundle, load_public_key(aggregator_pub), trusted_node_keys=enrolled)
+    assert "KEY_EPOCH_PENDING" in problem
     # A restart goes on at the current epoch with the key left on disk.
     agent = workspace.start_agent(workspace.root / "node-1.toml")
     wait_for(lambda: "boot_counter=2" in agent.log_text(), 30, "the agent to start again")
