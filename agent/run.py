@@ -194,6 +194,7 @@ class Agent:
         old = {stream.name: stream for stream in self.streams}
         old_config = self.config
         self.config = new
+        self.epochs.epoch_s, self.epochs.epoch_batches = new.keys.epoch_s, new.keys.epoch_batches
         self.streams = []
         for source in new.source:
             self.streams.append(self._stream(source, resume=old.pop(source.name or source.type, None)))

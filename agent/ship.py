@@ -192,8 +192,10 @@ class Shipper(threading.Thread):
                     progressed = True
                     continue
                 self.stats.rejected += 1
-                log.error("aggregator rejected a batch; it stays spooled and will be resent "
-                          "stream=%s seq=%d verdict=%s reason=%s", ack.stream_id, ack.seq, ack.verdict, ack.reason)
+                # KEY_EPOCH_PENDING: its epoch's certifying batch is not in yet; routine, resent shortly.
+                level = logging.INFO if ack.verdict == "KEY_EPOCH_PENDING" else logging.ERROR
+                log.log(level, "aggregator rejected a batch; it stays spooled and will be resent "
+                        "stream=%s seq=%d verdict=%s reason=%s", ack.stream_id, ack.seq, ack.verdict, ack.reason)
                 call.cancel()
                 break
         except grpc.RpcError as exc:

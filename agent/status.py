@@ -51,6 +51,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "spool": {"bytes": spool.bytes_used, "limit_bytes": spool.max_bytes, "batches": spool.pending_count(),
                   "oldest_unacked_age_s": spool.oldest_pending_age(), "counters": dict(spool.counters)},
         "reloads": dict(agent.reloads),
+        "key_epoch": agent.epochs.epoch,
+        "boot_counter": agent.epochs.boot_counter,
         "streams": streams,
     }
 

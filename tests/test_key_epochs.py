@@ -84,6 +84,8 @@ def test_epochs_advance_retired_keys_are_erased_and_the_store_verifies(workspace
              "4 epochs of node-1 recorded")
     assert agent.stop() == 0
     epoch, current_key = epoch_state(workspace)
+    status = json.loads((workspace.root / "spool" / "node-1" / "status.json").read_text())
+    assert (status["key_epoch"], status["boot_counter"]) == (epoch, 1)
     recorded = query(workspace, "SELECT epoch, how FROM node_keys WHERE node='node-1' ORDER BY epoch")
     assert recorded[0] == (0, "pinned") and all(how == "certified" for _, how in recorded[1:])
     assert [e for e, _ in recorded] == list(range(len(recorded))) and recorded[-1][0] == epoch >= 3
