@@ -239,9 +239,12 @@ class Ingestor:
             return
         path = self.trusted_keys_dir / f"{node}.pub"
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(public_pem(key))
-        tmp.chmod(0o644)
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(public_pem(key))
+            tmp.chmod(0o644)
+            tmp.replace(path)
+        except OSError as exc:  # e.g. a read-only folder: the store's node_keys row still holds the pin
+            log.error("trust on first use: cannot write the pinned key path=%s reason=%s", path, exc.strerror)
         self.keyring = {**self.keyring, node: {key_id_of(key): key}}
 
     def _statements(self, batch: SealedBatch, cert: EpochCert | None) -> list[Statement]:
