@@ -20,7 +20,7 @@ from agent.keys import load_private_key, load_public_key
 from agent.localrun import LocalProcess, Workspace, wait_for
 from agent.seal import ChainHead, SealedBatch, Sealer, decode_events, open_payload
 from agent.wire import INGEST_STREAM_METHOD, batch_from_bytes, batch_to_bytes
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 
 LINE = b"Nov 26 10:00:00 h sshd[1]: Accepted password for alice from 10.0.0.1 port 1 ssh2\n"
 
@@ -195,3 +195,33 @@ def test_a_batch_claiming_an_earlier_boot_is_a_replay(workspace: Workspace) -> N
     assert aggregator.stop() == 0
     verdicts = query(workspace, "SELECT verdict FROM rejections WHERE node='node-1'")
     assert verdicts == [("REPLAYED",), ("REPLAYED",)]
+
+
+def test_epochs_spooled_across_a_crash_and_a_restart_are_all_accepted_in_order(workspace: Workspace) -> None:
+    """The aggregator is down while the node changes epochs, is killed and restarts: once the aggregator
+    is up, the certifying batches go first and every batch of every epoch is stored and verifies."""
+    log = workspace.root / "auth.log"
+    log.write_bytes(LINE * 30)
+    workspace.enrol("node-1")
+    port = free_port()
+    config = workspace.agent_config("node-1", [("syslog", str(log))], port=port, extra=(
+        "[batch]\nmax_events = 3\nlinger_ms = 20\n[keys]\nepoch_batches = 2\n"
+        "[ship]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\nshutdown_grace_ms = 0\n"))
+    agent = workspace.start_agent(config)
+    keys_dir = workspace.root / "spool" / "node-1" / "node-keys"
+    wait_for(lambda: (keys_dir / "state.json").exists() and epoch_state(workspace)[0] >= 4, 60,
+             "the node to reach epoch 4 while the aggregator is down")
+    agent.kill()
+    agent = workspace.start_agent(config)
+    with log.open("ab") as f:
+        f.write(LINE * 30)
+    wait_for(lambda: "boot_counter=2" in agent.log_text(), 30, "the agent to start again")
+    aggregator = workspace.start_aggregator(port=port)
+    wait_for(lambda: auth_events(workspace) >= 60, 90, "both boots' events stored")
+    assert agent.stop() == 0
+    epoch, _ = epoch_state(workspace)
+    assert query(workspace, "SELECT MAX(epoch) FROM node_keys WHERE node='node-1'") == [(epoch,)]
+    assert query(workspace, "SELECT COUNT(*) FROM rejections") == [(0,)]
+    assert aggregator.stop() == 0
+    result = run_cli("verify", str(workspace.store))
+    assert result.returncode == 0, result.stdout + result.stderr
