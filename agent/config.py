@@ -327,6 +327,7 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{where}: node_id: must be non-empty without '/' or ':', got {config.node_id!r}")
     if config.key.exists() and not config.key.is_file():
         raise ConfigError(f"{where}: key: {config.key} is not a regular file; point it at the node's .key file")
+    # Once key epochs began (agent/epochs.py keeps them in SPOOL/node-keys), the enrolled key may be erased.
     if not config.key.is_file() and not (config.spool_dir / "node-keys" / "state.json").is_file():
         raise ConfigError(f"{where}: key: {config.key} does not exist; create it with "
                           f"`logseal keygen --node-id {config.node_id} --out {config.key.parent}`")

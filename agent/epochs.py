@@ -93,11 +93,6 @@ def erase_file(path: Path) -> bool:
     return True
 
 
-def state_exists(spool_dir: Path) -> bool:
-    """True once the agent keeps its key epochs in this spool folder (the enrolled key may be gone)."""
-    return (spool_dir / STATE_DIR / "state.json").is_file()
-
-
 class EpochKeeper:
     """Owns the current epoch's private key and decides and performs epoch changes."""
 

@@ -51,18 +51,6 @@ log = logging.getLogger(__name__)
 SERVICE = "logseal.v1.Ingest"
 
 
-def server_credentials(config: AggregatorConfig) -> grpc.ServerCredentials | None:
-    tls = config.tls
-    if tls is None:
-        return None
-    assert tls.ca and tls.cert and tls.key
-    return grpc.ssl_server_credentials(
-        [(tls.key.read_bytes(), tls.cert.read_bytes())],
-        root_certificates=tls.ca.read_bytes(),
-        require_client_auth=True,
-    )
-
-
 def peer_node_id(context: grpc.aio.ServicerContext) -> str | None:
     """The node id of the stream's client certificate (None when it names none)."""
     pems = context.auth_context().get("x509_pem_cert") or []

@@ -60,6 +60,7 @@ SECURITY_EVENT_SHAPE = {
     "logseal.verdict": "the verdict, e.g. BAD_SIGNATURE, CHAIN_BROKEN, UNKNOWN_KEY (batch_rejected, chain_break)",
     "logseal.stream": "optional: the stream id",
     "logseal.key_id": "optional: the key id (key_epoch_misuse)",
+    "logseal.key_epoch": "optional: the key epoch the batch claims (key_epoch_misuse)",
     "message": "optional: one sentence",
 }
 SECURITY_ACTIONS = ("batch_rejected", "chain_break", "node_silent", "key_epoch_misuse")
