@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -46,17 +47,18 @@ class Boot:
     boot_id: bytes
 
 
-def check_boot(latest: Boot | None, header: BatchHeader) -> Finding:
-    """A batch from a boot older than the node's latest, or the latest boot's counter under another id,
-    is replayed across restarts."""
-    if latest is None or header.boot_counter > latest.counter:
-        return FINDING_OK
-    if header.boot_counter < latest.counter:
-        return Finding(Verdict.REPLAYED, f"sealed in boot {header.boot_counter}, the node has since restarted "
-                                         f"(latest boot {latest.counter})")
-    if header.boot_id != latest.boot_id:
+def check_boot(seen: Boot | None, stream_head: Boot | None, header: BatchHeader) -> Finding:
+    """Replayed across restarts: a boot counter already seen under another boot id, or a new batch of a
+    stream claiming an older boot than the stream's newest stored batch (`stream_head`).
+
+    A batch of an older boot that is new to its stream is honest late delivery (spooled before a
+    restart, other streams went on), so the order is judged per stream, where seqs follow boots."""
+    if seen is not None and seen.boot_id != header.boot_id:
         return Finding(Verdict.REPLAYED, f"boot {header.boot_counter} was seen with boot id "
-                                         f"{latest.boot_id.hex()}, this batch names {header.boot_id.hex()}")
+                                         f"{seen.boot_id.hex()}, this batch names {header.boot_id.hex()}")
+    if stream_head is not None and header.boot_counter < stream_head.counter:
+        return Finding(Verdict.REPLAYED, f"sealed in boot {header.boot_counter}, but {header.stream_id} already "
+                                         f"holds batches of the node's later boot {stream_head.counter}")
     return FINDING_OK
 
 
@@ -65,7 +67,9 @@ class EpochIndex:
         self.db = db
         db.executescript(SCHEMA)
         self._chains: dict[str, EpochChain] = {}
-        self._boots: dict[str, Boot | None] = {}
+        self._boots: dict[tuple[str, int], Boot | None] = {}
+        self._stream_boots: dict[tuple[str, str], Boot | None] = {}
+        self._latest: dict[str, int] = {}
 
     def chain(self, node: str) -> EpochChain | None:
         """The node's certified epochs, or None before its enrolment."""
@@ -97,16 +101,24 @@ class EpochIndex:
                  (node, cert.epoch, key_id_of(cert.key), raw_public(cert.key),
                   orjson.dumps(dict(cert.ends)).decode(), "certified", where, time.time_ns()))]
 
-    def latest_boot(self, node: str) -> Boot | None:
-        if node not in self._boots:
-            row = self.db.execute("SELECT boot_counter, boot_id FROM node_boots WHERE node=? ORDER BY boot_counter "
-                                  "DESC LIMIT 1", (node,)).fetchone()
-            self._boots[node] = None if row is None else Boot(int(row[0]), bytes(row[1]))
-        return self._boots[node]
+    def boot(self, node: str, counter: int) -> Boot | None:
+        """The boot the node had under `counter`, if any batch of it was stored."""
+        key = (node, counter)
+        if key not in self._boots:
+            row = self.db.execute("SELECT boot_id FROM node_boots WHERE node=? AND boot_counter=?", key).fetchone()
+            self._boots[key] = None if row is None else Boot(counter, bytes(row[0]))
+        return self._boots[key]
+
+    def stream_boot(self, node: str, stream: str, head: Callable[[], BatchHeader | None]) -> Boot | None:
+        """The boot that sealed the stream's newest stored batch (`head` reads it once per start)."""
+        key = (node, stream)
+        if key not in self._stream_boots:
+            header = head()
+            self._stream_boots[key] = None if header is None else Boot(header.boot_counter, header.boot_id)
+        return self._stream_boots[key]
 
     def boot_statements(self, node: str, header: BatchHeader) -> list[Statement]:
-        latest = self.latest_boot(node)
-        if latest is not None and header.boot_counter <= latest.counter:
+        if self.boot(node, header.boot_counter) is not None:
             return []
         return [("INSERT OR IGNORE INTO node_boots VALUES (?,?,?,?)",
                  (node, header.boot_counter, header.boot_id, time.time_ns()))]
@@ -114,12 +126,12 @@ class EpochIndex:
     def committed(self, node: str, header: BatchHeader, chain: EpochChain | None,
                   cert: EpochCert | None) -> None:
         """Update the caches after the batch and its statements were committed."""
-        latest = self.latest_boot(node)
-        if latest is None or header.boot_counter > latest.counter:
-            self._boots[node] = Boot(header.boot_counter, header.boot_id)
-            if latest is not None:
-                log.info("node restarted node=%s boot_counter=%d boot_id=%s", node, header.boot_counter,
-                         header.boot_id.hex())
+        boot = Boot(header.boot_counter, header.boot_id)
+        if self.boot(node, header.boot_counter) is None:
+            self._boots[(node, header.boot_counter)] = boot
+            log.info("node boot seen node=%s boot_counter=%d boot_id=%s", node, header.boot_counter,
+                     header.boot_id.hex())
+        self._stream_boots[(node, header.stream_id)] = boot
         if chain is not None:
             self._chains[node] = chain
         if cert is not None:

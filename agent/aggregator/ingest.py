@@ -10,7 +10,8 @@ evidence (`equivocations`), never stored over the first, and rejected as `FORKED
 
 Version 2 batches are checked against the node's key epochs (agent/keychain.py, kept by
 aggregator/epochs.py): signed by the key of the epoch they claim, inside that epoch's seq range,
-from the node's latest boot. A batch of an epoch not certified yet is answered `KEY_EPOCH_PENDING`
+not from an older boot than its stream's newest batch (nor a known boot counter under another boot
+id). A batch of an epoch not certified yet is answered `KEY_EPOCH_PENDING`
 (retryable: not recorded, the agent resends after its certifying batch). Enrolment of a node's
 epoch-0 key: `pinned` (trusted_keys_dir) or `tofu` (the first key a node presents with a valid client
 certificate for its node id is pinned into trusted_keys_dir).
@@ -32,12 +33,22 @@ from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
 from agent.aggregator.epochs import EpochIndex, Statement, check_boot
 from agent.aggregator.index_rows import index_rows
-from agent.aggregator.store import Store
+from agent.aggregator.store import Store, read_record
 from agent.errors import StoreError
 from agent.keychain import EpochCert, EpochChain, read_cert
 from agent.keys import public_pem
 from agent.normalize.common import Event, format_timestamp
-from agent.seal import Finding, Keyring, SealedBatch, Verdict, check_link, key_id_of, open_payload, verify_signature
+from agent.seal import (
+    BatchHeader,
+    Finding,
+    Keyring,
+    SealedBatch,
+    Verdict,
+    check_link,
+    key_id_of,
+    open_payload,
+    verify_signature,
+)
 from agent.wire import WireError, batch_from_bytes
 
 log = logging.getLogger("logseal.security")
@@ -134,7 +145,9 @@ class Ingestor:
             self.stats.duplicates += 1
             return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.DUPLICATE))
         if chain is not None:
-            for check in (chain.place(h), check_boot(self.epochs.latest_boot(h.node_id), h)):
+            stream_boot = self.epochs.stream_boot(h.node_id, h.stream_id, lambda: self._head_header(h.node_id,
+                                                                                                  h.stream_id))
+            for check in (chain.place(h), check_boot(self.epochs.boot(h.node_id, h.boot_counter), stream_boot, h)):
                 if not check.ok:
                     return self._reject(peer, batch, check)
         if link.verdict is Verdict.FORKED and known is not None:
@@ -255,6 +268,14 @@ class Ingestor:
         if cert is not None:
             out += self.epochs.certify_statements(h.node_id, cert, f"{h.stream_id}#{h.seq}")
         return out
+
+    def _head_header(self, node: str, stream: str) -> BatchHeader | None:
+        """The header of the stream's newest stored batch, read from its segment."""
+        row = self.store.db.execute("SELECT segment, offset, length FROM batches WHERE node=? AND stream=? "
+                                    "ORDER BY seq DESC LIMIT 1", (node, stream)).fetchone()
+        if row is None:
+            return None
+        return batch_from_bytes(read_record(self.store.segments_dir / str(row[0]), int(row[1]), int(row[2]))).header
 
     def _pending(self, peer: str, batch: SealedBatch, finding: Finding) -> pb.Ack:
         """Not stored, not a security event: the agent resends once the certifying batch is in."""
