@@ -222,9 +222,16 @@ class Ingestor:
         """The node's key epochs, enrolling its epoch-0 key at its first version 2 batch."""
         h = batch.header
         chain = self.epochs.chain(h.node_id)
-        if chain is not None:
-            return chain
         pinned = self.keyring.get(h.node_id)
+        if chain is not None:
+            # Removing <node>.pub from trusted_keys_dir (and SIGHUP) cuts a node off, whatever its epoch.
+            if not pinned:
+                return Finding(Verdict.UNKNOWN_NODE, f"node {h.node_id!r} is no longer enrolled (no "
+                                                     f"{h.node_id}.pub in trusted_keys_dir)")
+            if key_id_of(chain.keys[0]) not in pinned:
+                return Finding(Verdict.UNKNOWN_KEY, f"the enrolled key of node {h.node_id!r} is not the key its "
+                                                    "epoch chain starts with; enrol a rebuilt node under a new node id")
+            return chain
         if pinned:
             key = pinned.get(h.key_id) if h.key_epoch == 0 else None
             if key is None:

@@ -360,3 +360,20 @@ def test_sign_with_a_stolen_current_key_for_an_earlier_epoch(tmp_path: Path) -> 
     kit.close()
     assert problems(kit, "key-epoch-misuse") == [f"node-1/auth#3 {segment}@{offset}"]
     assert kinds(kit, witness=False) == {"key-epoch-misuse"}
+
+
+def test_a_node_removed_from_the_trusted_keys_is_cut_off_whatever_its_epoch(tmp_path: Path) -> None:
+    from agent.seal import ChainHead, keyring_from
+
+    kit = Kit(tmp_path / "store")
+    sealer = Sealer("node-1", kit.node("node-1"), boot_id=bytes(16), boot_counter=1)
+    first = sealer.seal("auth", GENESIS, events(0, 2))
+    assert kit.send(first).status == pb.Ack.STORED
+    second = sealer.seal("auth", ChainHead(1, first.batch_hash), events(1, 2))
+    kit.ingestor.keyring = keyring_from({})  # what SIGHUP does once node-1.pub is removed
+    ack = kit.send(second)
+    assert (ack.status, ack.verdict) == (pb.Ack.REJECTED, "UNKNOWN_NODE") and "no longer enrolled" in ack.reason
+    kit.ingestor.keyring = keyring_from({"node-1": Ed25519PrivateKey.generate().public_key()})  # another key
+    ack = kit.send(second)
+    assert (ack.status, ack.verdict) == (pb.Ack.REJECTED, "UNKNOWN_KEY") and "new node id" in ack.reason
+    kit.close()
