@@ -87,6 +87,10 @@ class EpochIndex:
         self._chains[node] = chain
         return chain
 
+    def current_epochs(self) -> dict[str, int]:
+        """The current epoch of each node seen since start."""
+        return {node: chain.current for node, chain in self._chains.items()}
+
     def enrol(self, node: str, key: Ed25519PublicKey, how: str, detail: str) -> EpochChain:
         """Record the node's epoch-0 key (a security record)."""
         self.db.execute("INSERT INTO node_keys VALUES (?,?,?,?,?,?,?,?)",

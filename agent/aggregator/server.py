@@ -210,6 +210,7 @@ class Aggregator:
         checkpoint_age = registry.gauge("logseal_aggregator_checkpoint_age_seconds",
                                         "Age of the newest signed checkpoint.")
         stored_events = registry.counter("logseal_aggregator_events_stored_total", "Events stored.", ["dataset"])
+        key_epoch = registry.gauge("logseal_aggregator_node_key_epoch", "Current signing key epoch per node.", ["node"])
         if self.detection is not None:
             detection_latency = registry.histogram("logseal_aggregator_detection_latency_seconds",
                                                    "Event time to alert, per alert.", ["rule"])
@@ -240,6 +241,8 @@ class Aggregator:
                 checkpoint_age.set(max(0.0, time.time() - last_cp.time_ns / 1e9))
             for dataset, value in ing.events_by_dataset.items():
                 stored_events.labels(dataset).mirror(value)
+            for node, epoch in ing.epochs.current_epochs().items():
+                key_epoch.labels(node).set(epoch)
             if self.detection is not None:
                 for (rule, level), value in self.detection.stats.alerts_by_rule.items():
                     alerts.labels(rule, level).mirror(value)
