@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from agent.errors import SpoolCorrupt
+from agent.keychain import KEYS_STREAM
 from agent.normalize.assemble import HeldLine
 from agent.seal import GENESIS, ChainHead
 from agent.tail import Position
@@ -49,8 +50,6 @@ _CHECKPOINT = "checkpoint"
 _CACHE_LIMIT_BYTES = 8 << 20
 
 BatchKey = tuple[str, int]
-# The stream of key-epoch certificates (agent/keychain.py KEYS_STREAM); tiny, and the chain needs each one.
-_KEYS_STREAM = "logseal-keys"
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +315,7 @@ class Spool:
             self._lock.wait(0.5)
             return
         for key, entry in self._pending.items():
-            if not entry.dropped and key[0] != _KEYS_STREAM:  # a key epoch's certificate is never dropped
+            if not entry.dropped and key[0] != KEYS_STREAM:  # a key epoch's certificate is never dropped
                 self._drop_payload(key, entry)
                 return
         self._lock.wait(0.5)  # every pending batch is already a header: wait for acks

@@ -13,7 +13,7 @@ from agent.keychain import KEYS_STREAM
 from agent.keys import load_private_key, write_keypair
 from agent.seal import GENESIS, ChainHead, SealedBatch, key_id_of
 from agent.spool import Spool
-from agent.wire import batch_to_bytes
+from agent.wire import batch_from_bytes, batch_to_bytes
 
 NOW = "2026-11-26T10:00:00.000000Z"
 
@@ -140,3 +140,26 @@ def test_a_crash_before_the_old_key_is_erased_erases_it_at_start(tmp_path: Path,
     again = keeper(tmp_path, enrolled)
     again.recover(ChainHead(2, bytes(32)))
     assert again.epoch == 2 and not leftover.exists() and key_files(tmp_path) == ["epoch-2.key"]
+
+
+def test_a_full_spool_never_drops_a_certifying_batch(tmp_path: Path, enrolled: Path) -> None:
+    k = keeper(tmp_path, enrolled, epoch_batches=1)
+    spool = Spool(tmp_path / "spool", max_bytes=4000, when_full="drop_oldest")
+    spool.recover(KEYS_STREAM)
+    spool.recover("auth")
+    sealer = k.sealer("node-1", 3)
+    heads: dict[str, ChainHead] = {}
+
+    def append(batch: SealedBatch) -> None:
+        spool.append(batch.header.stream_id, batch.header.seq, batch.batch_hash, {}, batch_to_bytes(batch))
+
+    k.after_seal(sealer, heads, append, NOW)  # the certifying batch is the oldest in the spool
+    head = GENESIS
+    for _ in range(6):
+        batch = sealer.seal("auth", head, [{"@timestamp": NOW, "event": {}, "message": os.urandom(400).hex()}])
+        append(batch)
+        head = ChainHead(batch.header.seq, batch.batch_hash)
+    assert spool.take_dropped("auth")  # room was made by dropping auth payloads ...
+    cert = spool.read((KEYS_STREAM, 1))
+    assert cert is not None
+    assert not batch_from_bytes(cert).payload_dropped  # ... never the certificate's

@@ -121,7 +121,6 @@ _KIND_BY_VERDICT = {
     Verdict.FORKED: "inserted",
     Verdict.KEY_EPOCH_MISUSE: "key-epoch-misuse",
     Verdict.KEY_EPOCH_PENDING: "key-epoch-misuse",
-    Verdict.IDENTITY_MISMATCH: "modified",
 }
 
 
