@@ -119,23 +119,9 @@ class Ingestor:
             return self._reject(peer, batch, Finding(Verdict.IDENTITY_MISMATCH,
                                                      f"batch for node {h.node_id!r} sent with a client certificate "
                                                      f"naming {named}"))
-        chain: EpochChain | None = None
-        if h.version >= 2:
-            enrolled = self._chain_for(batch, presented_key)
-            if isinstance(enrolled, Finding):
-                return self._reject(peer, batch, enrolled)
-            chain = enrolled
-            key = chain.key_for(h)
-            if isinstance(key, Finding):
-                if key.verdict is Verdict.KEY_EPOCH_PENDING:
-                    return self._pending(peer, batch, key)
-                return self._reject(peer, batch, key)
-            finding = verify_signature(batch, {h.node_id: {h.key_id: key}})
-        elif self.epochs.chain(h.node_id) is not None:
-            finding = Finding(Verdict.KEY_EPOCH_MISUSE, "a version 1 batch (no key epoch) from a node that "
-                                                        "signs by key epochs")
-        else:
-            finding = verify_signature(batch, self.keyring)
+        chain, finding = self._check_key(batch, presented_key)
+        if finding.verdict is Verdict.KEY_EPOCH_PENDING:
+            return self._pending(peer, batch, finding)
         if not finding.ok:
             return self._reject(peer, batch, finding)
         head = self.store.head(h.node_id, h.stream_id)
@@ -167,7 +153,8 @@ class Ingestor:
                 return self._reject(peer, batch, Finding(Verdict.MALFORMED, "a certifying batch without its payload"))
             self._remember_key(h.node_id, h.key_id, chain)
             batch_id = self.store.append(raw, batch, [], self._statements(batch, None))
-            self.epochs.committed(h.node_id, h, None, None)
+            if h.version >= 2:
+                self.epochs.committed(h.node_id, h, None, None)
             self._after_append()
             self.stats.stored_batches += 1
             self.stats.dropped_batches += 1
@@ -217,6 +204,22 @@ class Ingestor:
                 self.checkpointer.after_append(time.time_ns())
             except StoreError as exc:  # the batch is stored; the tree gets no signature it does not deserve
                 log.error("checkpoint refused reason=%s", exc)
+
+    def _check_key(self, batch: SealedBatch, presented_key: bytes) -> tuple[EpochChain | None, Finding]:
+        """The signature check: by the key of the claimed epoch (version 2), else by the enrolled key."""
+        h = batch.header
+        if h.version < 2:
+            if self.epochs.chain(h.node_id) is not None:
+                return None, Finding(Verdict.KEY_EPOCH_MISUSE, "a version 1 batch (no key epoch) from a node that "
+                                                               "signs by key epochs")
+            return None, verify_signature(batch, self.keyring)
+        chain = self._chain_for(batch, presented_key)
+        if isinstance(chain, Finding):
+            return None, chain
+        key = chain.key_for(h)
+        if isinstance(key, Finding):
+            return chain, key
+        return chain, verify_signature(batch, {h.node_id: {h.key_id: key}})
 
     def _chain_for(self, batch: SealedBatch, presented_key: bytes) -> EpochChain | Finding:
         """The node's key epochs, enrolling its epoch-0 key at its first version 2 batch."""
