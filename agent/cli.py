@@ -29,7 +29,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"logseal: error: {message}\n")
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, log_format: str | None = None) -> None:
+    if log_format is not None:  # the daemons: one record per line (agent/daemon_log.py)
+        from agent.daemon_log import setup
+
+        setup(log_format, verbose)
+        return
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -280,6 +285,11 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return pipeline_worker(Path(args.config), args.events)
 
 
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("json", "text"), default="json",
+                   help="the daemon's log on stderr: one JSON object per line (default) or text for a terminal")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="logseal", description="Sealed, verifiable audit-log shipping.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -289,10 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="agent.toml")
     p.add_argument("--status", action="store_true", help="print what the agent of this config is doing, and exit")
     p.add_argument("--json", action="store_true", help="with --status: the status as JSON")
+    _add_log_format(p)
     p.set_defaults(func=_cmd_agent)
 
     p = sub.add_parser("aggregator", help="run the aggregator")
     p.add_argument("--config", required=True, help="aggregator.toml")
+    _add_log_format(p)
     p.set_defaults(func=_cmd_aggregator)
 
     p = sub.add_parser("keygen", help="create a node key pair")
@@ -373,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_detect_parser(sub)
 
+    from agent.report_cli import add_report_parser
+
+    add_report_parser(sub)
+
+    from agent.retention_cli import add_retention_parsers
+
+    add_retention_parsers(sub)
+
     p = sub.add_parser("_bench-pipeline", help=argparse.SUPPRESS)
     p.add_argument("config")
     p.add_argument("events", type=int)
@@ -382,11 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, getattr(args, "log_format", None))
     try:
         return int(args.func(args))
     except LogsealError as exc:
-        print(f"logseal: error: {exc}", file=sys.stderr)
+        if getattr(args, "log_format", None) == "json" and not getattr(args, "status", False):
+            # A daemon's log stays JSON lines to the end: the one-line error is its last record.
+            logging.getLogger("logseal").error("cannot start; fix the error and start again", extra={"error": str(exc)})
+        else:
+            print(f"logseal: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.aggregator.alert_outputs import AlertOutputConfig
+from agent.aggregator.forward.config import ForwardConfig, check_forwards
+from agent.aggregator.retention_policy import policy_from
 from agent.errors import ConfigError
 
 SOURCE_TYPES = ("k8s_audit", "auditd", "syslog", "journald", "cri")
@@ -169,6 +171,18 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    max_age: dict[str, str] = field(default_factory=dict)
+    """Per `event.dataset`, how long events are kept, e.g. { "kubernetes.audit" = "400d", "*" = "90d" }
+    (units s, m, h, d, w; "*" = every dataset not named). A segment goes once all its events are past
+    their dataset's age; a dataset with no rule (and no "*") is kept forever."""
+    max_bytes: int = 0
+    """Bound on the bytes of segment files; over it, the oldest sealed segments go (0 = no bound)."""
+    interval_s: int = 3600
+    """How often the aggregator applies the rules."""
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     listen: str
     """host:port to serve gRPC on (port 0 picks a free port; see `port_file`)."""
@@ -183,6 +197,8 @@ class AggregatorConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     alert_output: list[AlertOutputConfig] = field(default_factory=list)
     """`[[alert_output]]` tables: where alerts go besides `detect.alerts_file` (file, webhook, syslog)."""
+    forward: list[ForwardConfig] = field(default_factory=list)
+    """`[[forward]]` tables: SIEMs that receive every stored event (syslog, splunk_hec, elasticsearch, webhook)."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
     """With [tls], client certificates are required and a batch is accepted only if its node_id is the
@@ -207,6 +223,9 @@ class AggregatorConfig:
     """If set, every signed checkpoint is also written here, one file per checkpoint
     (`<size, 20 digits>.checkpoint`, never overwritten): e.g. a WORM mount that the store's
     administrators cannot rewrite. `logseal verify STORE --witness DIR` checks the store against it."""
+    retention: RetentionConfig | None = None
+    """`[retention]`: delete whole sealed segments by age and size, with signed records and legal holds
+    (docs/retention.md). Without it nothing is ever deleted."""
 
 
 T = TypeVar("T")
@@ -221,6 +240,11 @@ def _convert(value: Any, hint: Any, where: str, base: Path) -> Any:
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         return _convert(value, inner[0], where, base)
+    if origin is dict:
+        _, value_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise _fail(where, f"must be a table, got {type(value).__name__}")
+        return {str(k): _convert(v, value_hint, f"{where}.{k}", base) for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -431,6 +455,10 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
                           "add a [tls] table or use \"pinned\"")
     if config.witness_dir is not None and config.witness_dir.exists() and not config.witness_dir.is_dir():
         raise ConfigError(f"{where}: witness_dir: {config.witness_dir} is not a directory")
+    if config.retention is not None:
+        policy_from(config.retention.max_age, config.retention.max_bytes, f"{where}: retention")
+        _positive(config.retention.interval_s, f"{where}: retention.interval_s", 1, 7 * 86_400)
+    check_forwards(config.forward, where)
     return config
 
 

@@ -76,7 +76,7 @@ def erase_file(path: Path) -> bool:
     except FileNotFoundError:
         return True
     except OSError as exc:
-        log.error("cannot erase a retired private key path=%s reason=%s", path, exc.strerror)
+        log.error("cannot erase a retired private key", extra={"path": str(path), "reason": exc.strerror})
         return False
     try:
         size = os.fstat(fd).st_size
@@ -88,7 +88,8 @@ def erase_file(path: Path) -> bool:
         path.unlink()
         _fsync_dir(path.parent)
     except OSError as exc:
-        log.error("a retired private key was zeroed but not unlinked path=%s reason=%s", path, exc.strerror)
+        log.error("a retired private key was zeroed but not unlinked",
+                  extra={"path": str(path), "reason": exc.strerror})
         return False
     return True
 
@@ -149,12 +150,12 @@ class EpochKeeper:
         if self.pending is not None:
             nxt, cert_seq = int(self.pending["epoch"]), int(self.pending["cert_seq"])
             if keys_head.seq >= cert_seq:
-                log.warning("completing an epoch change interrupted after its certifying batch was spooled "
-                            "epoch=%d", nxt)
+                log.warning("completing an epoch change interrupted after its certifying batch was spooled",
+                            extra={"epoch": nxt})
                 self._commit(nxt, load_private_key(self._key_path(nxt)))
             else:
-                log.warning("undoing an epoch change interrupted before its certifying batch was spooled epoch=%d",
-                            nxt)
+                log.warning("undoing an epoch change interrupted before its certifying batch was spooled",
+                            extra={"epoch": nxt})
                 erase_file(self._key_path(nxt))
                 self.pending = None
                 _write_json(self._state_path, {"epoch": self.epoch, "started": self.started})
@@ -167,10 +168,10 @@ class EpochKeeper:
 
     def _erase_enrolled(self) -> None:
         if erase_file(self.enrolled_key):
-            log.info("the enrolled key (epoch 0) was erased path=%s", self.enrolled_key)
+            log.info("the enrolled key (epoch 0) was erased", extra={"path": str(self.enrolled_key)})
         else:
-            log.error("the enrolled key could not be erased; whoever reads it can sign for epoch 0 path=%s",
-                      self.enrolled_key)
+            log.error("the enrolled key could not be erased; whoever reads it can sign for epoch 0",
+                      extra={"path": str(self.enrolled_key)})
 
     def derived_secret(self, derive: Callable[[Ed25519PrivateKey], bytes]) -> bytes:
         """A secret derived once from the enrolled key and kept here, as the enrolled key is erased later."""
@@ -230,4 +231,4 @@ class EpochKeeper:
             self._erase_enrolled()
         else:
             erase_file(self._key_path(old))
-        log.info("key epoch changed epoch=%d key_id=%s retired=%d", nxt, key_id_of(new_key.public_key()), old)
+        log.info("key epoch changed", extra={"epoch": nxt, "key_id": key_id_of(new_key.public_key()), "retired": old})

@@ -39,14 +39,16 @@ class JournalReader:
         if self._proc is not None and self._proc.poll() is None:
             return
         if self._proc is not None:
-            log.warning("journal reader exited; restarting after the last cursor code=%s", self._proc.returncode)
+            log.warning("journal reader exited; restarting after the last cursor",
+                        extra={"code": self._proc.returncode})
             self._close_proc()
         args = [*self._command, *([f"--after-cursor={self.cursor}"] if self.cursor else [])]
         try:
             self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         except OSError as exc:
             if not self._warned:
-                log.error("cannot start the journal reader; will retry command=%s reason=%s", args[0], exc.strerror)
+                log.error("cannot start the journal reader; will retry",
+                          extra={"command": args[0], "reason": exc.strerror})
                 self._warned = True
             self._proc = None
             return

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import orjson
 
 from agent.keys import write_keypair
 
@@ -85,6 +87,23 @@ class LocalProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The process's JSON log records (agent/daemon_log.py), in order; other lines are left out."""
+        records = []
+        for line in self.log_path.read_bytes().splitlines():
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # e.g. a line gRPC's C core wrote to stderr itself
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def logged(self, msg: str, **fields: object) -> list[dict[str, Any]]:
+        """The records whose sentence is `msg` and whose fields hold at least `fields`."""
+        return [r for r in self.log_records()
+                if r.get("msg") == msg and all(r.get(k) == v for k, v in fields.items())]
 
 
 class Workspace:

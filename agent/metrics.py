@@ -364,7 +364,7 @@ class Registry:
             try:
                 callback()
             except Exception:
-                log.exception("metrics collect callback failed callback=%r", callback)
+                log.exception("metrics collect callback failed", extra={"callback": repr(callback)})
                 self._collect_errors.inc()
         with self._lock:
             metrics = sorted(self._metrics.values(), key=lambda m: m.name)
@@ -429,7 +429,7 @@ def _run_check(check: HealthCheck | None) -> Readiness:
     try:
         verdict = check()
     except Exception as exc:  # a failing check is a 503 with its reason, never a 500
-        log.warning("health check raised error=%s", exc)
+        log.warning("health check raised", extra={"error": str(exc)})
         return Readiness.not_ready(f"check failed: {type(exc).__name__}: {exc}")
     if isinstance(verdict, Readiness):
         return verdict
@@ -507,7 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-        log.debug("metrics http " + format, *args)
+        log.debug("metrics http request", extra={"request": format % args})
 
 
 class MetricsServer:
@@ -545,7 +545,7 @@ class MetricsServer:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="logseal-metrics", daemon=True)
         self._thread.start()
-        log.info("metrics server listening address=%s port=%d", host, self.port)
+        log.info("metrics server listening", extra={"address": host, "port": self.port})
 
     @property
     def port(self) -> int:

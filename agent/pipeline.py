@@ -100,7 +100,7 @@ class SealWorker:
                 self._abandoned = True
                 log.warning("spool full at shutdown; the last batches will be rebuilt from the files at start")
             except BaseException as exc:  # noqa: BLE001 - reported to the reading thread
-                log.error("sealing failed; the agent stops reading reason=%s", exc)
+                log.error("sealing failed; the agent stops reading", extra={"reason": str(exc)})
                 self._error = exc
             finally:
                 self._jobs.task_done()
@@ -198,7 +198,7 @@ class StreamPipeline:
             self._events.extend(self._assembler(record.key, record.path).feed(
                 record.line.line, record.line.offset, record.line.received))
         if held:
-            log.info("restored held lines stream=%s lines=%d", self.name, len(held))
+            log.info("restored held lines", extra={"stream": self.name, "lines": len(held)})
 
     def _reseal(self, state: StreamState, received: str) -> None:
         """A spooled batch failed its checksum: seal the batches spooled after it again, after a gap record.
@@ -206,8 +206,8 @@ class StreamPipeline:
         Without orphans the lost batch's lines are simply read again (its positions were never the
         stream's); with orphans those lines are gone, and the gap record says which batch and files."""
         if not state.orphans:
-            log.warning("a spooled batch was corrupt; its lines are read again stream=%s seq=%d",
-                        self.name, state.broken_seq)
+            log.warning("a spooled batch was corrupt; its lines are read again",
+                        extra={"stream": self.name, "seq": state.broken_seq})
             return
         first_state = state.orphans[0][0]
         files = sorted({p.path for p in first_state.positions.values()})
@@ -226,8 +226,8 @@ class StreamPipeline:
                                orphan_state.held)
             self.next_seq += 1
             pending = []
-        log.error("spool record lost; later batches sealed again after a gap record stream=%s lost_seq=%d "
-                  "resealed=%d", self.name, state.broken_seq, len(state.orphans))
+        log.error("spool record lost; later batches sealed again after a gap record",
+                  extra={"stream": self.name, "lost_seq": state.broken_seq, "resealed": len(state.orphans)})
 
     def held(self) -> list[HeldRecord]:
         if self.journal is not None:

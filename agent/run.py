@@ -57,7 +57,7 @@ class Agent:
                        else self.epochs.derived_secret(lambda key: redaction_secret(config, key)))
         self.heads: dict[str, ChainHead] = {KEYS_STREAM: keys_head}
         self.seal_worker = SealWorker(self.sealer, self.spool, self.heads, epochs=self.epochs)
-        log.info("node key epoch=%d boot_counter=%d", self.epochs.epoch, self.epochs.boot_counter)
+        log.info("node key", extra={"epoch": self.epochs.epoch, "boot_counter": self.epochs.boot_counter})
         self.streams = [self._stream(source) for source in config.source]
         self.alarms: list[Alarm] = []
         self._alarm_lock = threading.Lock()
@@ -128,12 +128,12 @@ class Agent:
         register_agent_metrics(registry, self)
         self.metrics = MetricsServer(registry, self.config.metrics.listen, ready=self.readiness)
         self.metrics.start()
-        log.info("metrics serving address=%s port=%d", self.config.metrics.listen, self.metrics.port)
+        log.info("metrics serving", extra={"address": self.config.metrics.listen, "port": self.metrics.port})
 
     def run(self) -> int:
-        log.info("agent starting node_id=%s aggregator=%s streams=%s pending_batches=%d",
-                 self.config.node_id, self.config.aggregator, ",".join(s.name for s in self.streams),
-                 self.spool.pending_count())
+        log.info("agent starting", extra={"node_id": self.config.node_id, "aggregator": self.config.aggregator,
+                                          "streams": [s.name for s in self.streams],
+                                          "pending_batches": self.spool.pending_count()})
         self._start_metrics()
         self.shipper.start()
         self.watcher.start()
@@ -184,7 +184,7 @@ class Agent:
                 normalize_options(source, self.secret)  # a policy file that does not load refuses the reload
         except ConfigError as exc:
             self.reloads["failed"] += 1
-            log.error("config reload refused; the running config stays reason=%s", exc)
+            log.error("config reload refused; the running config stays", extra={"reason": str(exc)})
             return
         received, now = received_now(), monotonic()
         for stream in self.streams:
@@ -210,7 +210,7 @@ class Agent:
         self.watcher = ChangeWatcher([p for source in new.source for p in source.paths], self.wake)
         self.watcher.start()
         self.reloads["ok"] += 1
-        log.info("config reloaded streams=%s aggregator=%s", ",".join(s.name for s in self.streams), new.aggregator)
+        log.info("config reloaded", extra={"streams": [s.name for s in self.streams], "aggregator": new.aggregator})
 
     def _shutdown(self) -> int:
         self.watcher.stop()
@@ -235,13 +235,14 @@ class Agent:
             stream.close()
         if self.metrics is not None:
             self.metrics.stop()
-        log.info("agent stopped pending_batches=%d drained=%s stored=%d duplicate=%d rejected=%d",
-                 self.spool.pending_count(), drained, self.shipper.stats.stored,
-                 self.shipper.stats.duplicate, self.shipper.stats.rejected)
+        log.info("agent stopped", extra={"pending_batches": self.spool.pending_count(), "drained": drained,
+                                         "stored": self.shipper.stats.stored,
+                                         "duplicate": self.shipper.stats.duplicate,
+                                         "rejected": self.shipper.stats.rejected})
         for stream in status["streams"]:
             if stream["counters"]:
-                log.info("stream counters stream=%s %s", stream["name"],
-                         " ".join(f"{k}={v}" for k, v in sorted(stream["counters"].items())))
+                log.info("stream counters", extra={"stream": stream["name"],
+                                                   "counters": dict(sorted(stream["counters"].items()))})
         return 0
 
 

@@ -194,16 +194,17 @@ class Shipper(threading.Thread):
                 self.stats.rejected += 1
                 # KEY_EPOCH_PENDING: its epoch's certifying batch is not in yet; routine, resent shortly.
                 level = logging.INFO if ack.verdict == "KEY_EPOCH_PENDING" else logging.ERROR
-                log.log(level, "aggregator rejected a batch; it stays spooled and will be resent "
-                        "stream=%s seq=%d verdict=%s reason=%s", ack.stream_id, ack.seq, ack.verdict, ack.reason)
+                log.log(level, "aggregator rejected a batch; it stays spooled and will be resent",
+                        extra={"stream": ack.stream_id, "seq": ack.seq, "verdict": ack.verdict, "reason": ack.reason})
                 call.cancel()
                 break
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             level = logging.INFO if code in ROUTINE_CODES else logging.WARNING
             if not self._stopping.is_set():
-                log.log(level, "aggregator stream ended; will reconnect target=%s code=%s detail=%s",
-                        self.target, code, exc.details() if isinstance(exc, grpc.Call) else exc)
+                log.log(level, "aggregator stream ended; will reconnect",
+                        extra={"target": self.target, "code": code.name if code is not None else None,
+                               "detail": str(exc.details() if isinstance(exc, grpc.Call) else exc)})
         finally:
             self._channel = None
             self.stats.connected = False

@@ -78,7 +78,8 @@ class StreamState:
 
 def _positions_to_json(positions: dict[str, Position]) -> list[dict[str, object]]:
     return [{"path": p.path, "dev": p.dev, "ino": p.ino, "offset": p.offset, "cursor": p.cursor, "head": p.head,
-             "head_len": p.head_len, "tail": p.tail} for p in positions.values()]
+             "head_len": p.head_len, "tail": p.tail, "origin": p.origin,
+             "size": p.size} for p in positions.values()]
 
 
 def _positions_from_json(items: list[dict[str, object]]) -> dict[str, Position]:
@@ -86,7 +87,8 @@ def _positions_from_json(items: list[dict[str, object]]) -> dict[str, Position]:
     for item in items:
         p = Position(str(item["path"]), int(str(item["dev"])), int(str(item["ino"])), int(str(item["offset"])),
                      str(item.get("cursor", "")), str(item.get("head", "")), int(str(item.get("head_len", 0))),
-                     str(item.get("tail", "")))
+                     str(item.get("tail", "")), str(item.get("origin", "")),
+                     int(str(item.get("size", 0))))
         out[p.key] = p
     return out
 
@@ -259,8 +261,8 @@ class Spool:
         target = target_dir / f"{path.parent.name}-{path.name}"
         os.replace(path, target)
         self._count("quarantined")
-        log.error("spool record failed its check and was quarantined path=%s moved_to=%s reason=%s",
-                  path, target, reason)
+        log.error("spool record failed its check and was quarantined",
+                  extra={"path": str(path), "moved_to": str(target), "reason": reason})
 
     # -- pipeline side --------------------------------------------------------------------------
     def append(self, stream: str, seq: int, batch_hash: bytes, positions: dict[str, Position],
@@ -280,7 +282,8 @@ class Spool:
                 if exc.errno != errno.ENOSPC:
                     raise
                 self._count("enospc")
-                log.warning("spool disk is full (ENOSPC); handling it as a full spool when_full=%s", self.when_full)
+                log.warning("spool disk is full (ENOSPC); handling it as a full spool",
+                            extra={"when_full": self.when_full})
                 with self._lock:
                     if not self._pending:  # nothing of ours to free: wait for the disk
                         self._lock.wait(1.0)
@@ -337,8 +340,8 @@ class Spool:
             DroppedBatch(stream, seq, batch.header.event_count, len(raw) - len(header_only)))
         self._count("batches_dropped")
         self._count("events_dropped", batch.header.event_count)
-        log.warning("spool full: dropped the payload of the oldest unacked batch stream=%s seq=%d events=%d",
-                    stream, seq, batch.header.event_count)
+        log.warning("spool full: dropped the payload of the oldest unacked batch",
+                    extra={"stream": stream, "seq": seq, "events": batch.header.event_count})
 
     def take_dropped(self, stream: str) -> list[DroppedBatch]:
         with self._lock:

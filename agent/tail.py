@@ -23,6 +23,7 @@ batch that covers them; `Tailer` is built from them on restart. Every case is co
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import hashlib
 import logging
@@ -58,6 +59,10 @@ class Position:
     head: str = ""
     head_len: int = 0
     tail: str = ""
+    # The path the file was first read under: rotated files of one log share it, and are read in turn.
+    origin: str = ""
+    # The file's size at the last look: a saved position with offset == size had nothing left to read.
+    size: int = 0
 
     @property
     def key(self) -> str:
@@ -91,12 +96,31 @@ class Gap:
     reason: str
 
 
+def _regular_files(folders: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """The regular files in these folders, by name; folders and files that vanish are passed over."""
+    for folder in folders:
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield path, st
+
+
 class _Cursor:
-    __slots__ = ("path", "dev", "ino", "offset", "handle", "seen", "head", "head_len", "tail", "last_size")
+    __slots__ = ("path", "dev", "ino", "offset", "handle", "seen", "head", "head_len", "tail", "last_size",
+                 "origin")
 
     def __init__(self, path: str, dev: int, ino: int, offset: int, handle: BinaryIO, head: str, head_len: int,
-                 tail: str) -> None:
+                 tail: str, origin: str = "") -> None:
         self.path = path
+        self.origin = origin or path
         self.dev = dev
         self.ino = ino
         self.offset = offset
@@ -112,7 +136,8 @@ class _Cursor:
         return f"{self.dev}:{self.ino}"
 
     def position(self) -> Position:
-        return Position(self.path, self.dev, self.ino, self.offset, "", self.head, self.head_len, self.tail)
+        return Position(self.path, self.dev, self.ino, self.offset, "", self.head, self.head_len, self.tail,
+                        self.origin, max(self.last_size, self.offset))
 
 
 class Tailer:
@@ -122,6 +147,7 @@ class Tailer:
                  max_line_bytes: int = 1 << 20) -> None:
         self._patterns = patterns
         self._resume = dict(positions)
+        self._saved_keys = frozenset(positions)
         self._chunk = read_chunk_bytes
         self._max_line = max(max_line_bytes, 1)
         self._cursors: dict[str, _Cursor] = {}
@@ -132,6 +158,7 @@ class Tailer:
         # Saved positions of files found truncated or replaced at start (copytruncate while the agent
         # was stopped): their unread rest is taken from the rotated copy when one turns up.
         self._orphans: dict[str, Position] = {}
+        self._orphaned_at: dict[str, int] = {}
         self._scans = 0
         self.gaps: list[Gap] = []
         self.counters: dict[str, int] = {}
@@ -139,10 +166,10 @@ class Tailer:
     def _count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
 
-    def _warn_once(self, path: str, message: str, *args: object) -> None:
+    def _warn_once(self, path: str, message: str, **fields: object) -> None:
         if path not in self._warned:
             self._warned.add(path)
-            log.warning(message, path, *args)
+            log.warning(message, extra={"path": path, **fields})
 
     def positions(self) -> dict[str, Position]:
         """Where every tracked file has been consumed to (complete lines only)."""
@@ -177,6 +204,81 @@ class Tailer:
                 cursor.handle.close()
                 del self._cursors[key]
                 self._count("files_closed")
+        if self._scans >= COPY_WAIT_SCANS:
+            self._settle_unclaimed()
+
+    def _settle_unclaimed(self) -> None:
+        """Saved positions no glob led back to, and truncated files whose copy never turned up, once
+        every rotated copy has had its chance: drain what is still on disk, and say what may be lost."""
+        for key, saved in list(self._resume.items()):
+            try:
+                st = os.stat(saved.path)
+                if (st.st_dev, st.st_ino) == (saved.dev, saved.ino) and self._matched(saved.path):
+                    continue  # still under a glob, just not opened yet (unreadable): it is retried
+            except OSError:
+                pass
+            del self._resume[key]
+            if self._reopen_retired(saved):
+                continue
+            if saved.offset >= saved.size and not self._replaced_live_file(saved):
+                self._count("files_gone_drained")  # read to its end and removed (a rotated file): nothing left
+                continue
+            self._count("files_gone_unread")
+            self._gap_unknown(saved, "file gone while the agent was stopped (deleted, or rotated out of the "
+                                     "globs and compressed)")
+        for key in [k for k, at in self._orphaned_at.items() if self._scans - at >= COPY_WAIT_SCANS]:
+            del self._orphaned_at[key]
+            if key in self._orphans:
+                self._gap_unknown(self._orphans.pop(key), "file truncated or replaced while the agent was stopped, "
+                                                          "and no rotated copy was found")
+
+    def _replaced_live_file(self, saved: Position) -> bool:
+        """Was this the live file of its log, now replaced by a file we never saw (rotated away while the
+        agent was stopped)? Then lines its writer appended after the agent stopped went with it."""
+        if saved.origin not in ("", saved.path):
+            return False  # already a rotated file when it was last read
+        try:
+            st = os.stat(saved.path)
+        except OSError:
+            return False  # removed, not replaced: a rotated file's end of life
+        return f"{st.st_dev}:{st.st_ino}" not in self._saved_keys
+
+    def _matched(self, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self._patterns) or path in self._matches()
+
+    def _gap_unknown(self, saved: Position, reason: str) -> None:
+        end = max(saved.offset, saved.size)
+        how_much = "how much is unknown" if end == saved.offset else "at least these bytes; more is unknown"
+        self.gaps.append(Gap(saved.path, saved.offset, end, f"{reason}; what was written after the saved "
+                                                           f"position is lost ({how_much})"))
+        log.warning("a file was lost while the agent was stopped; lines after the saved position may be lost",
+                    extra={"reason": reason, "path": saved.path, "from": saved.offset})
+
+    def _reopen_retired(self, saved: Position) -> bool:
+        """A file renamed out of the globs (in its folder) before it was read to its end: drain it."""
+        for path, st in _regular_files([os.path.dirname(saved.path)]):
+            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino):
+                return self._reopen_at(path, saved)
+        return False
+
+    def _reopen_at(self, path: str, saved: Position) -> bool:
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - lives as long as the cursor
+        except OSError:
+            return False
+        st = os.fstat(handle.fileno())
+        head = os.pread(handle.fileno(), saved.head_len, 0)
+        if ((st.st_dev, st.st_ino) != (saved.dev, saved.ino) or fingerprint(head) != saved.head
+                or st.st_size < saved.offset or not self._tail_matches(handle, saved)):
+            handle.close()
+            return False
+        cursor = _Cursor(path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len,
+                         saved.tail, saved.origin)
+        cursor.seen = False  # outside the globs: read to its end, then closed
+        self._cursors[saved.key] = cursor
+        self._count("files_reopened_outside_globs")
+        log.info("file renamed out of the globs before it was read to its end; draining it", extra={"path": path})
+        return True
 
     def _matches(self) -> list[str]:
         paths: list[str] = []
@@ -194,7 +296,7 @@ class Tailer:
         if not stat.S_ISREG(st.st_mode):
             if path not in self._warned:
                 self._count("skipped_not_regular")
-            self._warn_once(path, "not a regular file, skipped path=%s mode=%o", st.st_mode)
+            self._warn_once(path, "not a regular file, skipped", mode=f"{st.st_mode:o}")
             return
         key = f"{st.st_dev}:{st.st_ino}"
         cursor = self._cursors.get(key)
@@ -211,7 +313,7 @@ class Tailer:
         except OSError as exc:
             if path not in self._warned:
                 self._count("unreadable")
-            self._warn_once(path, "cannot open file, will retry path=%s reason=%s", exc.strerror)
+            self._warn_once(path, "cannot open file, will retry", reason=exc.strerror)
             return
         opened = os.fstat(handle.fileno())
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
@@ -225,16 +327,18 @@ class Tailer:
             return
         if self._adopt_as_copy(path, st, handle, head):
             return
+        saved = self._resume.get(key)
         offset = self._resume_offset(key, path, st.st_size, head)
         head_len = min(len(head), offset) if offset else len(head)
+        origin = saved.origin if saved is not None and offset else path
         self._cursors[key] = _Cursor(path, st.st_dev, st.st_ino, offset, handle, fingerprint(head[:head_len]),
-                                     head_len, "")
+                                     head_len, "", origin)
         self._count("files_opened")
 
     def _ignore_compressed(self, key: str, path: str) -> None:
         self._ignored.add(key)
         self._count("skipped_compressed")
-        log.info("compressed file under a glob is not read as a log path=%s", path)
+        log.info("compressed file under a glob is not read as a log", extra={"path": path})
 
     def _resume_offset(self, key: str, path: str, size: int, head: bytes) -> int:
         resume = self._resume.pop(key, None)
@@ -242,16 +346,18 @@ class Tailer:
             return 0
         if resume.head_len and fingerprint(head[:resume.head_len]) != resume.head:
             self._count("inode_reused")
-            log.warning("file has a saved position but other content (inode reused); reading from the start "
-                        "path=%s saved_path=%s", path, resume.path)
+            log.warning("file has a saved position but other content (inode reused); reading from the start",
+                        extra={"path": path, "saved_path": resume.path})
             self._orphans[key] = resume
+            self._orphaned_at[key] = self._scans
             return 0
         if resume.offset > size:
             self._count("truncations")
-            self.gaps.append(Gap(path, 0, resume.offset, "file truncated while the agent was stopped"))
-            log.warning("file shrank below its saved position while the agent was stopped; reading from the "
-                        "start path=%s saved=%d size=%d", path, resume.offset, size)
+            log.warning("file shrank below its saved position while the agent was stopped; reading from the start, "
+                        "and the rest from a rotated copy if one turns up",
+                        extra={"path": path, "saved": resume.offset, "size": size})
             self._orphans[key] = resume
+            self._orphaned_at[key] = self._scans
             return 0
         return resume.offset
 
@@ -289,11 +395,12 @@ class Tailer:
                 del (self._orphans if orphan else self._resume)[owner.key]
                 saved = owner
             self._cursors[f"{st.st_dev}:{st.st_ino}"] = _Cursor(
-                path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len, saved.tail)
+                path, st.st_dev, st.st_ino, saved.offset, handle, saved.head, saved.head_len, saved.tail,
+                saved.origin or saved.path)
             self._read_after_copy(saved.key)
             self._count("rotations.copytruncate")
-            log.info("continuing a truncated file in its rotated copy path=%s copy=%s offset=%d",
-                     saved.path, path, saved.offset)
+            log.info("continuing a truncated file in its rotated copy",
+                     extra={"path": saved.path, "copy": path, "offset": saved.offset})
             return True
         return False
 
@@ -339,8 +446,9 @@ class Tailer:
                 return True
             return (st.st_dev, st.st_ino) != (owner.dev, owner.ino) or st.st_size < owner.offset
         try:
-            return os.fstat(owner.handle.fileno()).st_size < owner.offset or os.fstat(
-                owner.handle.fileno()).st_nlink == 0
+            st = os.fstat(owner.handle.fileno())
+            # Truncated and written again past the cursor: the bytes before it are no longer ours.
+            return st.st_size < owner.offset or st.st_nlink == 0 or not Tailer._tail_matches(owner.handle, owner)
         except OSError:
             return True
 
@@ -355,12 +463,19 @@ class Tailer:
         """New complete lines, at most one read per file. The cursor moves past a chunk as it is
         handed out, so a consumer that stops in the middle of one must record its own position.
 
-        Files are read least recently modified first, so the rest of a rotated file (renamed or
-        copied away) comes before the first lines of the file that replaced it."""
+        Files are read least recently modified first, and of the files of one log (same `origin`:
+        the live file and its rotated predecessors) only one in a pass while it has lines left, so the
+        rest of a rotated file (renamed or copied away) is read to its end before the first lines of
+        the file that replaced it, however many reads that takes."""
+        draining: set[str] = set()
         for cursor in sorted(self._cursors.values(), key=self._modified_ns):
+            if cursor.origin in draining:
+                continue
             chunk = self._read_cursor(cursor)
             if chunk is not None:
                 yield chunk
+                if cursor.key in self._cursors and not self._at_eof(cursor):
+                    draining.add(cursor.origin)
 
     @staticmethod
     def _modified_ns(cursor: _Cursor) -> int:
@@ -376,24 +491,25 @@ class Tailer:
         if copy is not None:
             path, st, handle = copy
             self._cursors[f"{st.st_dev}:{st.st_ino}"] = _Cursor(
-                path, st.st_dev, st.st_ino, cursor.offset, handle, cursor.head, cursor.head_len, cursor.tail)
+                path, st.st_dev, st.st_ino, cursor.offset, handle, cursor.head, cursor.head_len, cursor.tail,
+                cursor.origin)
             self._read_after_copy(cursor.key)
             self._count("rotations.copytruncate")
-            log.info("file truncated; reading its rest from the rotated copy path=%s copy=%s offset=%d",
-                     cursor.path, path, cursor.offset)
+            log.info("file truncated; reading its rest from the rotated copy",
+                     extra={"path": cursor.path, "copy": path, "offset": cursor.offset})
         elif cursor.last_size > cursor.offset:
             self.gaps.append(Gap(cursor.path, cursor.offset, cursor.last_size,
                                  "file truncated before it was read to the end, and no rotated copy was found"))
-            log.warning("file truncated before it was read; bytes lost path=%s from=%d to=%d",
-                        cursor.path, cursor.offset, cursor.last_size)
+            log.warning("file truncated before it was read; bytes lost",
+                        extra={"path": cursor.path, "from": cursor.offset, "to": cursor.last_size})
         else:
             # Lines may have been appended after our last look and truncated away before the next:
             # we cannot know how many, but loss is never silent, so say where it would start.
             self.gaps.append(Gap(cursor.path, cursor.offset, cursor.offset,
                                  "file truncated and no rotated copy was found; whatever was written after the "
                                  "last read and before the truncation is lost (how much is unknown)"))
-            log.warning("file truncated and no rotated copy found; bytes written after the last read may be lost "
-                        "path=%s from=%d", cursor.path, cursor.offset)
+            log.warning("file truncated and no rotated copy found; bytes written after the last read may be lost",
+                        extra={"path": cursor.path, "from": cursor.offset})
         cursor.offset = 0
         cursor.last_size = size
         head = os.pread(cursor.handle.fileno(), FINGERPRINT_BYTES, 0)
@@ -404,28 +520,18 @@ class Tailer:
         if not cursor.head or cursor.head_len < FINGERPRINT_BYTES:
             return None
         folders = {os.path.dirname(cursor.path)} | {os.path.dirname(p) for p in self._patterns}
-        for folder in sorted(folders):
+        for path, st in _regular_files(sorted(folders)):
+            if ((st.st_dev, st.st_ino) == (cursor.dev, cursor.ino) or st.st_size < cursor.offset
+                    or f"{st.st_dev}:{st.st_ino}" in self._cursors):
+                continue
             try:
-                names = sorted(os.listdir(folder))
+                handle = open(path, "rb")  # noqa: SIM115 - handed to the new cursor
             except OSError:
                 continue
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if (not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) == (cursor.dev, cursor.ino)
-                        or st.st_size < cursor.offset or f"{st.st_dev}:{st.st_ino}" in self._cursors):
-                    continue
-                try:
-                    handle = open(path, "rb")  # noqa: SIM115 - handed to the new cursor
-                except OSError:
-                    continue
-                head = os.pread(handle.fileno(), cursor.head_len, 0)
-                if fingerprint(head) == cursor.head and self._tail_matches(handle, cursor):
-                    return path, st, handle
-                handle.close()
+            head = os.pread(handle.fileno(), cursor.head_len, 0)
+            if fingerprint(head) == cursor.head and self._tail_matches(handle, cursor):
+                return path, st, handle
+            handle.close()
         return None
 
     def _read_cursor(self, cursor: _Cursor) -> Chunk | None:
@@ -434,7 +540,8 @@ class Tailer:
             size = os.fstat(fd).st_size
         except OSError:
             return None
-        if size < cursor.offset and self._truncated(cursor, size):
+        if (size < cursor.offset or (size > cursor.offset and not self._tail_matches(cursor.handle, cursor))) \
+                and self._truncated(cursor, size):
             return None  # the copy's rest is read first (it is the older file), then this file's new start
         cursor.last_size = max(cursor.last_size, size)
         if size == cursor.offset:
@@ -445,7 +552,7 @@ class Tailer:
         except OSError as exc:
             if exc.errno == errno.EINTR:
                 return None
-            self._warn_once(cursor.path, "read failed, will retry path=%s reason=%s", exc.strerror)
+            self._warn_once(cursor.path, "read failed, will retry", reason=exc.strerror)
             return None
         if start == 0 and data.startswith(COMPRESSED_MAGIC):
             # Opened while still empty, then filled by a compressor (logrotate's `compress`): not a log.

@@ -48,11 +48,11 @@ class ChangeWatcher:
             try:
                 observer.schedule(self._handler, root, recursive=False)
             except OSError as exc:
-                log.warning("cannot watch a folder; polling it instead folder=%s reason=%s", root, exc.strerror)
+                log.warning("cannot watch a folder; polling it instead", extra={"folder": root, "reason": exc.strerror})
         try:
             observer.start()
         except OSError as exc:
-            log.warning("file change notification unavailable; polling instead reason=%s", exc.strerror)
+            log.warning("file change notification unavailable; polling instead", extra={"reason": exc.strerror})
             return
         self._observer = observer
 

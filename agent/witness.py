@@ -79,7 +79,7 @@ class Witness:
                 try:
                     proof = self._prove(older.size, newer.size)
                 except Exception as exc:  # the proof is asked again with the next checkpoint
-                    log.warning("consistency proof unavailable; will ask again reason=%s", exc)
+                    log.warning("consistency proof unavailable; will ask again", extra={"reason": str(exc)})
                     return
                 verdict = check_consistent(older, newer, proof)
             self.checked += 1
@@ -93,6 +93,6 @@ class Witness:
 
     def _alarm(self, alarm: Alarm) -> None:
         self.alarms += 1
-        log.critical("ALARM: the aggregator showed a checkpoint that does not extend the last one this node "
-                     "saw verdict=%s reason=%s", alarm.verdict.name, alarm.reason)
+        log.critical("ALARM: the aggregator showed a checkpoint that does not extend the last one this node saw",
+                     extra={"verdict": alarm.verdict.name, "reason": alarm.reason})
         self._on_alarm(alarm)

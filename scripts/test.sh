@@ -11,6 +11,11 @@ missing=""
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing="$missing procps"  # the binary, not the builtin
 command -v dpkg-deb >/dev/null 2>&1 || missing="$missing dpkg"
+# The OCI image build (tests/deploy/test_image_build.py): podman, runc where crun cannot run in a
+# sandbox, and debootstrap for base images when no container registry is reachable.
+command -v podman >/dev/null 2>&1 || missing="$missing podman"
+command -v runc >/dev/null 2>&1 || missing="$missing runc"
+command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
 if [ -n "$missing" ]; then
     as_root=""
     [ "$(id -u)" -eq 0 ] || as_root="sudo"

@@ -28,10 +28,11 @@ def test_sighup_adds_a_source_and_keeps_every_position(workspace: Workspace) -> 
     agent.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
     append(auth, [syslog_line(i) for i in range(300, 400)])
     wait_for(lambda: workspace.stored_events() >= 450, 60, "both files to be stored after the reload")
-    assert "config reloaded" in agent.log_text()
+    assert agent.logged("config reloaded", streams=["syslog", "other"])
     config.write_text(text + "colour = 3\n")
     agent.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-    wait_for(lambda: "config reload refused" in agent.log_text(), 30, "the bad config to be refused")
+    wait_for(lambda: bool(agent.logged("config reload refused; the running config stays")), 30,
+             "the bad config to be refused")
     append(auth, [syslog_line(i) for i in range(400, 410)])
     wait_for(lambda: workspace.stored_events() >= 460, 60, "the agent to go on with its running config")
     assert agent.stop() == 0

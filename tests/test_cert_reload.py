@@ -69,12 +69,14 @@ def test_sighup_makes_new_connections_see_the_new_server_certificate(workspace: 
     assert served_serial(workspace.port, directory / "ca.pem", client) == old  # nothing changes before SIGHUP
     assert aggregator.process is not None
     aggregator.process.send_signal(signal.SIGHUP)
-    wait_for(lambda: "TLS certificates reloaded" in aggregator.log_text(), 30, "the aggregator to reload")
+    wait_for(lambda: bool(aggregator.logged("TLS certificates reloaded; new connections use them")), 30,
+             "the aggregator to reload")
     assert served_serial(workspace.port, directory / "ca.pem", client) == new
     # A file that is not a certificate is refused; the reloaded certificate stays in use.
     server[0].write_text("not a certificate")
     aggregator.process.send_signal(signal.SIGHUP)
-    wait_for(lambda: "TLS certificate reload refused" in aggregator.log_text(), 30, "the bad reload to be refused")
+    wait_for(lambda: bool(aggregator.logged("TLS certificate reload refused; the loaded certificates stay")), 30,
+             "the bad reload to be refused")
     assert served_serial(workspace.port, directory / "ca.pem", client) == new
     assert aggregator.stop() == 0
 
@@ -91,7 +93,9 @@ def test_sighup_makes_the_agent_present_its_new_client_certificate(workspace: Wo
     agent = workspace.start_agent(workspace.agent_config(
         "node-1", [("syslog", str(log))],
         extra="[ship]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n" + tls_table(directory / "ca.pem", *client)))
-    wait_for(lambda: "IDENTITY_MISMATCH" in agent.log_text(), 60, "the agent's batches refused under node-9's cert")
+    rejected = "aggregator rejected a batch; it stays spooled and will be resent"
+    wait_for(lambda: bool(agent.logged(rejected, verdict="IDENTITY_MISMATCH")), 60,
+             "the agent's batches refused under node-9's cert")
     assert workspace.stored_events() == 0
     write_pair(directory, "agent", certs.issue_node_cert(ca_cert, ca_key, "node-1", now))  # the renewed cert
     assert agent.process is not None

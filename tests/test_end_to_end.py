@@ -186,7 +186,8 @@ def test_batches_signed_by_an_unenrolled_key_are_rejected_and_kept_until_enrolle
     config = workspace.agent_config("node-1", [("auditd", str(log))],
                                     extra="[ship]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n")
     agent = workspace.start_agent(config)
-    wait_for(lambda: "verdict=UNKNOWN_NODE" in aggregator.log_text(), 60, "the rejection to be logged")
+    wait_for(lambda: bool(aggregator.logged("batch rejected", verdict="UNKNOWN_NODE", node="node-1")), 60,
+             "the rejection to be logged")
     assert workspace.stored_events() == 0
     aggregator.stop()
     (workspace.trusted / "node-1.pub").write_bytes((workspace.keys / "node-1.pub").read_bytes())

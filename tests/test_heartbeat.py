@@ -27,8 +27,9 @@ def test_idle_streams_beat_and_a_silent_node_raises_an_alert(workspace: Workspac
     config.write_text("heartbeat_s = 1\n" + config.read_text())
     agent = workspace.start_agent(config)
     wait_for(lambda: heartbeats_stored(workspace) >= 2, 30, "two heartbeat batches")
-    assert "node silent" not in aggregator.log_text()
+    silent = "node silent: no batch, not even a heartbeat"
+    assert not aggregator.logged(silent)
     assert agent.stop() == 0
-    wait_for(lambda: "node silent" in aggregator.log_text(), 30, "the aggregator to notice the silence")
+    wait_for(lambda: bool(aggregator.logged(silent, node="node-1")), 30, "the aggregator to notice the silence")
     wait_for(lambda: alerts.exists() and b"Node Silent" in alerts.read_bytes(), 30, "the node-silent alert")
     assert aggregator.stop() == 0

@@ -52,7 +52,8 @@ def test_policy_and_redaction_apply_before_sealing(workspace: Workspace) -> None
     wait_for(lambda: workspace.stored_events() >= 3, 60, "the 3 kept events to be stored")
     assert agent.stop() == 0
     assert aggregator.stop() == 0
-    assert "dropped_by_policy.rule_0=2" in agent.log_text()
+    (counters,) = agent.logged("stream counters", stream="k8s_audit")
+    assert counters["counters"]["dropped_by_policy.rule_0"] == 2
 
     result = run_cli("query", str(workspace.store), "--json")
     stored = result.stdout.encode()

@@ -119,8 +119,8 @@ def test_epochs_advance_retired_keys_are_erased_and_the_store_verifies(workspace
     assert "KEY_EPOCH_PENDING" in problem
     # A restart goes on at the current epoch with the key left on disk.
     agent = workspace.start_agent(workspace.root / "node-1.toml")
-    wait_for(lambda: "boot_counter=2" in agent.log_text(), 30, "the agent to start again")
-    assert f"node key epoch={epoch} boot_counter=2" in agent.log_text()
+    wait_for(lambda: bool(agent.logged("node key", boot_counter=2)), 30, "the agent to start again")
+    assert agent.logged("node key", boot_counter=2, epoch=epoch)
     assert agent.stop() == 0
 
 
@@ -217,7 +217,7 @@ def test_epochs_spooled_across_a_crash_and_a_restart_are_all_accepted_in_order(w
     agent = workspace.start_agent(config)
     with log.open("ab") as f:
         f.write(LINE * 30)
-    wait_for(lambda: "boot_counter=2" in agent.log_text(), 30, "the agent to start again")
+    wait_for(lambda: bool(agent.logged("node key", boot_counter=2)), 30, "the agent to start again")
     aggregator = workspace.start_aggregator(port=port)
     wait_for(lambda: auth_events(workspace) >= 60, 90, "both boots' events stored")
     assert agent.stop() == 0

@@ -20,7 +20,7 @@ def test_agent_and_aggregator_talk_over_mtls(workspace: Workspace) -> None:
                              for _ in range(50)))
     workspace.enrol("node-1")
     aggregator = workspace.start_aggregator(extra=tls_table(tls["ca"], tls["server"], tls["server-key"]))
-    assert "tls=True" in aggregator.log_text()
+    assert aggregator.logged("aggregator serving", tls=True)
     agent = workspace.start_agent(workspace.agent_config(
         "node-1", [("syslog", str(log))], extra=tls_table(tls["ca"], tls["client"], tls["client-key"])))
     wait_for(lambda: workspace.stored_events() >= 50, 60, "50 events stored over mTLS")
@@ -36,7 +36,7 @@ def test_agent_without_a_client_certificate_is_refused(workspace: Workspace) -> 
     aggregator = workspace.start_aggregator(extra=tls_table(tls["ca"], tls["server"], tls["server-key"]))
     plaintext = workspace.start_agent(workspace.agent_config(
         "node-1", [("syslog", str(log))], extra="[ship]\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n"))
-    wait_for(lambda: plaintext.log_text().count("aggregator stream ended") >= 2, 60,
+    wait_for(lambda: len(plaintext.logged("aggregator stream ended; will reconnect")) >= 2, 60,
              "the plaintext agent to be turned away twice")
     assert workspace.stored_events() == 0
     assert plaintext.stop() == 0

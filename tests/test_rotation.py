@@ -146,8 +146,72 @@ def test_file_truncated_while_stopped_is_read_from_the_start_with_a_gap(tmp_path
     saved = Position(str(log), st.st_dev, st.st_ino, 10_000)
     t = tailer(tailers, log, {saved.key: saved})
     assert drain(t) == [line(i) for i in range(3)]
+    assert t.take_gaps() == []  # a rotated copy may still turn up and hold the rest
+    assert drain(t, scans=COPY_WAIT_SCANS) == []
     (gap,) = t.take_gaps()
-    assert (gap.start, gap.end) == (0, 10_000) and "stopped" in gap.reason
+    assert (gap.start, gap.end) == (10_000, 10_000) and "stopped" in gap.reason and "unknown" in gap.reason
+
+
+def test_a_file_deleted_while_stopped_with_unread_lines_is_a_gap_from_the_saved_position(
+        tmp_path: Path, tailers: list[Tailer]) -> None:
+    log = tmp_path / "a.log"
+    write(log, range(10))
+    t = tailer(tailers, log)
+    assert len(drain(t)) == 10
+    write(log, range(10, 12))  # seen, not yet read, when the agent stops
+    t.scan()
+    t._cursors[next(iter(t._cursors))].last_size = log.stat().st_size
+    saved = t.positions()
+    t.close()
+    read_to = next(iter(saved.values())).offset
+    log.unlink()
+    after = tailer(tailers, log, saved)
+    assert drain(after, scans=COPY_WAIT_SCANS) == []
+    (gap,) = after.take_gaps()
+    assert (gap.path, gap.start, gap.end) == (str(log), read_to, log_size_of(range(12)))
+    assert "gone while the agent was stopped" in gap.reason
+    assert after.counters["files_gone_unread"] == 1
+    assert after.positions() == {}  # said once, then forgotten
+
+
+def log_size_of(lines: range) -> int:
+    return sum(len(line(i)) + 1 for i in lines)
+
+
+def test_a_rotated_file_read_to_its_end_and_deleted_while_stopped_is_no_loss(tmp_path: Path,
+                                                                             tailers: list[Tailer]) -> None:
+    log = tmp_path / "a.log"
+    write(log, range(10))
+    t = tailer(tailers, tmp_path / "a.log*")
+    assert len(drain(t)) == 10
+    os.rename(log, tmp_path / "a.log.1")
+    write(log, range(10, 12))
+    assert drain(t) == [line(i) for i in range(10, 12)]
+    saved = t.positions()
+    t.close()
+    (tmp_path / "a.log.1").unlink()
+    after = tailer(tailers, tmp_path / "a.log*", saved)
+    assert drain(after, scans=COPY_WAIT_SCANS) == []
+    assert after.take_gaps() == []
+    assert after.counters["files_gone_drained"] == 1
+
+
+def test_a_file_renamed_out_of_the_globs_while_stopped_is_drained_by_its_saved_path(
+        tmp_path: Path, tailers: list[Tailer]) -> None:
+    log = tmp_path / "audit.log"
+    write(log, range(10))
+    t = tailer(tailers, log)
+    assert len(drain(t)) == 10
+    saved = t.positions()
+    t.close()
+    write(log, range(10, 15))  # written while the agent is down, then rotated out of the glob
+    os.rename(log, tmp_path / "audit-2026-11-26T10-00-00.000.log.bak")
+    write(log, range(15, 17))
+    after = tailer(tailers, log, saved)
+    got = drain(after, scans=COPY_WAIT_SCANS + 1)
+    assert sorted(got) == [line(i) for i in range(10, 17)]  # the new file at once, the renamed one's rest later
+    assert after.take_gaps() == []
+    assert after.counters["files_reopened_outside_globs"] == 1
 
 
 def test_symlinked_paths_are_followed_and_named_by_the_link(tmp_path: Path, tailers: list[Tailer]) -> None:
@@ -190,3 +254,24 @@ def test_a_path_replaced_by_a_directory_is_skipped_and_others_go_on(tmp_path: Pa
     write(b, range(4, 6))
     assert drain(t, scans=2) == [line(4), line(5)]
     assert t.counters["skipped_not_regular"] == 1
+
+
+def test_a_live_file_rotated_and_compressed_away_while_stopped_is_a_gap_of_unknown_size(
+        tmp_path: Path, tailers: list[Tailer]) -> None:
+    """Its writer may have appended after the agent stopped, and those lines went into the archive."""
+    log = tmp_path / "a.log"
+    write(log, range(10))
+    t = tailer(tailers, log)
+    assert len(drain(t)) == 10
+    saved = t.positions()
+    t.close()
+    read_to = log_size_of(range(10))
+    write(log, range(10, 12))
+    with log.open("rb") as src, gzip.open(tmp_path / "a.log.1.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    log.unlink()
+    write(log, range(12, 14))
+    after = tailer(tailers, log, saved)
+    assert drain(after, scans=COPY_WAIT_SCANS) == [line(i) for i in range(12, 14)]
+    (gap,) = after.take_gaps()
+    assert (gap.path, gap.start, gap.end) == (str(log), read_to, read_to) and "unknown" in gap.reason

@@ -208,3 +208,89 @@ def test_a_copy_seen_while_still_empty_is_not_read_as_a_new_file(tmp_path: Path,
     assert drain(t, scans=2) == [line(i) for i in range(20, 25)]
     assert t.counters["rotations.copytruncate"] == 1
     assert t.take_gaps() == []
+
+
+def test_a_renamed_file_with_many_reads_left_is_drained_before_its_successor(tmp_path: Path,
+                                                                             tailers: list[Tailer]) -> None:
+    """Found by a 14-minute soak: with more than one read of a renamed file left, each pass read one
+    chunk of the old file and one of the new, so the two files' lines interleaved."""
+    log = tmp_path / "a.log"
+    write(log, range(5))
+    t = Tailer([str(tmp_path / "a.log*")], {}, 512)  # a few lines a read
+    tailers.append(t)
+    got = drain(t)
+    write(log, range(5, 60))
+    os.rename(log, tmp_path / "a.log.1")
+    write(log, range(60, 80))
+    old = (tmp_path / "a.log.1").stat().st_mtime_ns
+    os.utime(log, ns=(old + 10**9, old + 10**9))
+    for _ in range(40):
+        t.scan()
+        for chunk in t.read():
+            got.extend(chunk.lines)
+    assert got == [line(i) for i in range(80)]
+
+
+def test_a_copys_long_rest_is_read_before_the_truncated_files_new_lines(tmp_path: Path,
+                                                                         tailers: list[Tailer]) -> None:
+    log = tmp_path / "app.log"
+    write(log, range(20))
+    t = Tailer([str(tmp_path / "app.log*")], {}, 512)
+    tailers.append(t)
+    got = drain(t, scans=2)
+    write(log, range(20, 70))
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    write(log, range(70, 90))
+    for _ in range(40):
+        t.scan()
+        for chunk in t.read():
+            got.extend(chunk.lines)
+    assert got == [line(i) for i in range(90)]
+
+
+def test_after_a_restart_the_files_of_one_log_are_still_read_in_turn(tmp_path: Path,
+                                                                     tailers: list[Tailer]) -> None:
+    """The saved position keeps the path a file was first read under, so a renamed file and its
+    successor are known as one log after a restart too, however many reads the rest takes."""
+    log = tmp_path / "a.log"
+    write(log, range(5))
+    t = Tailer([str(tmp_path / "a.log*")], {}, 512)
+    tailers.append(t)
+    got = drain(t)
+    write(log, range(5, 60))
+    os.rename(log, tmp_path / "a.log.1")
+    t.scan()
+    for chunk in t.read():  # one read of the renamed file, then a restart
+        got.extend(chunk.lines)
+        break
+    saved = t.positions()
+    t.close()
+    assert {p.origin for p in saved.values()} == {str(log)}
+    write(log, range(60, 80))
+    old = (tmp_path / "a.log.1").stat().st_mtime_ns
+    os.utime(log, ns=(old + 10**9, old + 10**9))
+    after = Tailer([str(tmp_path / "a.log*")], saved, 512)
+    tailers.append(after)
+    for _ in range(40):
+        after.scan()
+        for chunk in after.read():
+            got.extend(chunk.lines)
+    assert got == [line(i) for i in range(80)]
+
+
+def test_a_file_truncated_and_written_past_the_cursor_between_reads_is_read_from_its_new_start(
+        tmp_path: Path, tailers: list[Tailer]) -> None:
+    """Its size alone does not show the truncation; the fingerprint of the bytes before the cursor does.
+    Without a copy to read the rest from, a gap says where the loss may start."""
+    log = tmp_path / "app.log"
+    write(log, range(20))
+    t = Tailer([str(log)], {}, 1 << 20)
+    tailers.append(t)
+    assert drain(t) == [line(i) for i in range(20)]
+    os.truncate(log, 0)
+    write(log, range(100, 130))  # larger than before the truncation
+    assert drain(t) == [line(i) for i in range(100, 130)]
+    gaps = t.take_gaps()
+    assert [(g.path, g.start) for g in gaps] == [(str(log), 20 * len(line(0) + b"\n"))]
+    assert t.counters["truncations"] == 1

@@ -43,7 +43,7 @@ def test_the_first_key_with_a_valid_certificate_is_pinned_and_a_second_is_refuse
     pinned = workspace.trusted / "node-1.pub"
     assert key_id_of(load_public_key(pinned)) == key_id_of(node_key)
     assert stat.S_IMODE(pinned.stat().st_mode) == 0o644
-    assert "node enrolled node=node-1 epoch=0" in aggregator.log_text() and "how=tofu" in aggregator.log_text()
+    assert aggregator.logged("node enrolled", node="node-1", epoch=0, how="tofu", key_id=key_id_of(node_key))
     conn = sqlite3.connect(f"file:{workspace.store / 'index.db'}?mode=ro", uri=True)
     assert conn.execute("SELECT epoch, key_id, how FROM node_keys").fetchall() == [(0, key_id_of(node_key), "tofu")]
     conn.close()

@@ -94,8 +94,9 @@ def test_an_agent_notices_its_aggregator_rolled_back(workspace: Workspace) -> No
     shutil.copytree(early, workspace.store)  # the rollback
     aggregator = workspace.start_aggregator(extra=f'checkpoint_every = 2\norigin = "{ORIGIN}"\n', port=port)
     append(log, [syslog_line(i) for i in range(20, 22)])
-    wait_for(lambda: "ALARM" in agent.log_text(), 60, "the agent to raise the rollback alarm")
-    assert "verdict=ROLLBACK" in agent.log_text()
+    alarm = "ALARM: the aggregator showed a checkpoint that does not extend the last one this node saw"
+    wait_for(lambda: bool(agent.logged(alarm)), 60, "the agent to raise the rollback alarm")
+    assert [r["level"] for r in agent.logged(alarm, verdict="ROLLBACK")] == ["CRITICAL"]
     wait_for(lambda: "logseal.alarm" in run_cli("query", str(workspace.store), "--dataset", "logseal.alarm",
                                                  "--json").stdout, 60, "the sealed alarm event to be stored")
     assert agent.stop() == 0

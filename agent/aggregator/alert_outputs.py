@@ -52,6 +52,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from agent.aggregator.syslog_format import APP_NAME, SYSLOG_FACILITY, SYSLOG_SD_ID
+from agent.aggregator.syslog_format import frame_octet_counted as frame_octet_counted  # re-exported
+from agent.aggregator.syslog_format import printable as _printable
+from agent.aggregator.syslog_format import sd_escape as _sd_escape
 from agent.detect.alert import LEVELS, Alert, level_rank
 from agent.errors import ConfigError
 
@@ -65,12 +69,7 @@ SEGMENT_MAX_BYTES = 8 << 20
 BATCH_MAX = 500
 """Alerts one output handles per delivery pass before its cursor is saved."""
 CURSORS_VERSION = 1
-SYSLOG_FACILITY = 13
-"""RFC 5424 facility 13, "log audit"."""
 SYSLOG_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5, "informational": 6}
-SYSLOG_SD_ID = "logseal@32473"
-"""Structured-data id; 32473 is the private enterprise number RFC 5612 reserves for documentation."""
-APP_NAME = "logseal"
 USER_AGENT = "logseal-alerts/0.1.0"
 
 
@@ -172,15 +171,6 @@ class Output(Protocol):
 # -- the pure syslog encoder ------------------------------------------------------------------------
 
 
-def _sd_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
-
-
-def _printable(value: str, limit: int) -> str:
-    text = "".join(c for c in value if 33 <= ord(c) <= 126)[:limit]
-    return text or "-"
-
-
 def encode_syslog(doc: dict[str, Any], hostname: str) -> bytes:
     """An alert document as one RFC 5424 message: header, `[logseal@32473 ...]`, and the alert JSON as MSG."""
     rule = doc.get("rule") or {}
@@ -194,11 +184,6 @@ def encode_syslog(doc: dict[str, Any], hostname: str) -> bytes:
     sd = f"[{SYSLOG_SD_ID} " + " ".join(f'{k}="{_sd_escape(str(v))}"' for k, v in params) + "]"
     header = f"<{pri}>1 {_printable(stamp, 64)} {_printable(hostname, 255)} {APP_NAME} - ALERT {sd} "
     return header.encode() + json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def frame_octet_counted(message: bytes) -> bytes:
-    """RFC 6587 3.4.1 / RFC 5425: `MSG-LEN SP SYSLOG-MSG`."""
-    return str(len(message)).encode() + b" " + message
 
 
 # -- transports -------------------------------------------------------------------------------------
@@ -293,13 +278,16 @@ class SyslogOutput:
         sock = self._sock
         if sock is not None:
             readable, _, _ = select.select([sock], [], [], 0)
-            if readable:  # a syslog receiver never speaks: readable means closed (or reset)
+            if readable:  # a syslog receiver never speaks: readable means closed (or reset) ...
+                sock.settimeout(0)  # ... or, with TLS 1.3, a session ticket: never wait for more here
                 try:
                     dead = sock.recv(1) == b""
-                except ssl.SSLWantReadError:
+                except (ssl.SSLWantReadError, BlockingIOError):
                     dead = False
                 except OSError:
                     dead = True
+                finally:
+                    sock.settimeout(self.config.timeout_s)
                 if dead:
                     self.close()
                     sock = None
@@ -431,7 +419,8 @@ class Outbox:
         data = path.read_bytes() if path.exists() else b""
         keep = data.rfind(b"\n") + 1
         if keep != len(data):
-            log.warning("outbox ends in a torn line; cutting it off path=%s bytes=%d", path, len(data) - keep)
+            log.warning("outbox ends in a torn line; cutting it off",
+                        extra={"path": str(path), "bytes": len(data) - keep})
             with path.open("r+b") as f:
                 f.truncate(keep)
                 os.fsync(f.fileno())
@@ -541,8 +530,8 @@ class AlertRouter:
             try:
                 saved = self._read_cursors()
             except ValueError as exc:  # ... but after a lost cursor file, resend rather than lose
-                log.error("alert cursors unreadable; every output starts at the oldest kept alert path=%s reason=%s",
-                          self.cursors_path, exc)
+                log.error("alert cursors unreadable; every output starts at the oldest kept alert",
+                          extra={"path": str(self.cursors_path), "reason": str(exc)})
                 fresh_start = self.outbox.start
         states = {}
         for out in self.outputs:
@@ -638,11 +627,11 @@ class AlertRouter:
             state.next_attempt = self.clock() + delay
             state.count("retries")
             if state.last_error != failure:
-                log.warning("alert output failing; will retry output=%s delay_s=%.1f reason=%s", cfg.key, delay,
-                            failure)
+                log.warning("alert output failing; will retry",
+                            extra={"output": cfg.key, "delay_s": round(delay, 1), "reason": failure})
             state.last_error = failure
         elif state.failures:
-            log.info("alert output recovered output=%s failures=%d", cfg.key, state.failures)
+            log.info("alert output recovered", extra={"output": cfg.key, "failures": state.failures})
             state.failures, state.next_attempt, state.last_error = 0, 0.0, ""
         return delivered
 
@@ -654,7 +643,7 @@ class AlertRouter:
         except ValueError:
             self.corrupt_lines += 1
             state.count("corrupt")
-            log.error("outbox line is not an alert; skipped output=%s bytes=%d", output.config.key, len(line))
+            log.error("outbox line is not an alert; skipped", extra={"output": output.config.key, "bytes": len(line)})
             return SendResult(Outcome.SKIPPED, "corrupt outbox line")
         level = str((doc.get("rule") or {}).get("level", "informational"))
         if level_rank(level) < level_rank(output.config.min_level):
@@ -683,7 +672,8 @@ class AlertRouter:
             f.write(record.encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        log.error("alert permanently rejected; written to the dead-letter file output=%s reason=%s", key, reason)
+        log.error("alert permanently rejected; written to the dead-letter file",
+                  extra={"output": key, "reason": reason})
 
     # -- background delivery -------------------------------------------------------------------------
 

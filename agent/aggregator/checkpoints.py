@@ -84,7 +84,7 @@ class Checkpointer:
         key_path = config.aggregator_key or store.directory / AGGREGATOR_KEY
         key, created = load_or_create_key(key_path)
         if created:
-            log.info("created the aggregator's checkpoint key path=%s", key_path)
+            log.info("created the aggregator's checkpoint key", extra={"path": str(key_path)})
         pub = store.directory / AGGREGATOR_PUB
         pem = public_pem(key.public_key())
         if not pub.exists() or pub.read_bytes() != pem:
@@ -142,7 +142,7 @@ class Checkpointer:
         self.store.add_checkpoint(stored.size, stored.root, stored.note, stored.time_ns, stored.state)
         self._last, self._last_time_ns = stored, now_ns
         self.signed += 1
-        log.info("checkpoint signed origin=%s size=%d root=%s", self.origin, cp.size, cp.root.hex())
+        log.info("checkpoint signed", extra={"origin": self.origin, "size": cp.size, "root": cp.root.hex()})
         if self.witness_dir is not None:
             self._witness(stored)
         return stored
@@ -163,8 +163,8 @@ class Checkpointer:
                 os.close(dir_fd)
         except FileExistsError:
             if path.read_text() != cp.note:
-                log.error("witness already holds a different checkpoint of this size; not overwritten path=%s",
-                          path)
+                log.error("witness already holds a different checkpoint of this size; not overwritten",
+                          extra={"path": str(path)})
         except OSError as exc:
-            log.error("checkpoint not written to the witness; it is kept in the store path=%s reason=%s",
-                      path, exc.strerror)
+            log.error("checkpoint not written to the witness; it is kept in the store",
+                      extra={"path": str(path), "reason": exc.strerror})

@@ -74,7 +74,8 @@ class DetectionShell:
         try:
             restore(path.read_bytes())
         except ValueError as exc:
-            log.error("%s state unreadable; starting empty path=%s reason=%s", what, path, exc)
+            log.error("detection state unreadable; starting empty",
+                      extra={"state": what, "path": str(path), "reason": str(exc)})
 
     def submit_body(self, body: bytes) -> None:
         """The decompressed payload of a stored batch (decoded on the worker thread)."""

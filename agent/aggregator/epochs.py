@@ -95,7 +95,8 @@ class EpochIndex:
         """Record the node's epoch-0 key (a security record)."""
         self.db.execute("INSERT INTO node_keys VALUES (?,?,?,?,?,?,?,?)",
                         (node, 0, key_id_of(key), raw_public(key), "{}", how, detail, time.time_ns()))
-        log.warning("node enrolled node=%s epoch=0 key_id=%s how=%s detail=%s", node, key_id_of(key), how, detail)
+        log.warning("node enrolled", extra={"node": node, "epoch": 0, "key_id": key_id_of(key), "how": how,
+                                            "detail": detail})
         chain = EpochChain({0: key})
         self._chains[node] = chain
         return chain
@@ -133,11 +134,11 @@ class EpochIndex:
         boot = Boot(header.boot_counter, header.boot_id)
         if self.boot(node, header.boot_counter) is None:
             self._boots[(node, header.boot_counter)] = boot
-            log.info("node boot seen node=%s boot_counter=%d boot_id=%s", node, header.boot_counter,
-                     header.boot_id.hex())
+            log.info("node boot seen", extra={"node": node, "boot_counter": header.boot_counter,
+                                              "boot_id": header.boot_id.hex()})
         self._stream_boots[(node, header.stream_id)] = boot
         if chain is not None:
             self._chains[node] = chain
         if cert is not None:
-            log.warning("node key epoch certified node=%s epoch=%d key_id=%s ends=%s", node, cert.epoch,
-                        key_id_of(cert.key), orjson.dumps(dict(cert.ends)).decode())
+            log.warning("node key epoch certified", extra={"node": node, "epoch": cert.epoch,
+                                                           "key_id": key_id_of(cert.key), "ends": dict(cert.ends)})

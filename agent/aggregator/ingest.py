@@ -139,9 +139,9 @@ class Ingestor:
         if link.verdict is Verdict.FORKED and known is not None:
             if self.store.record_equivocation(peer, raw, batch, known):
                 self.stats.equivocations += 1
-            log.error("equivocation: a second signed batch for a stored seq, kept as evidence node=%s stream=%s "
-                      "seq=%d stored_hash=%s new_hash=%s peer=%s", h.node_id, h.stream_id, h.seq, known.hex(),
-                      batch.batch_hash.hex(), peer)
+            log.error("equivocation: a second signed batch for a stored seq, kept as evidence",
+                      extra={"node": h.node_id, "stream": h.stream_id, "seq": h.seq, "stored_hash": known.hex(),
+                             "new_hash": batch.batch_hash.hex(), "peer": peer})
         if not link.ok:
             return self._reject(peer, batch, link)
         if batch.payload_dropped:
@@ -158,8 +158,8 @@ class Ingestor:
             self._after_append()
             self.stats.stored_batches += 1
             self.stats.dropped_batches += 1
-            log.warning("batch stored without its payload (dropped by the agent: spool full) node=%s stream=%s "
-                        "seq=%d events=%d", h.node_id, h.stream_id, h.seq, h.event_count)
+            log.warning("batch stored without its payload (dropped by the agent: spool full)",
+                        extra={"node": h.node_id, "stream": h.stream_id, "seq": h.seq, "events": h.event_count})
             return self._counted(h.node_id, self._stored(h.stream_id, h.seq, batch_id))
         opened = open_payload(batch)
         if not opened.finding.ok or opened.body is None:
@@ -203,7 +203,7 @@ class Ingestor:
             try:
                 self.checkpointer.after_append(time.time_ns())
             except StoreError as exc:  # the batch is stored; the tree gets no signature it does not deserve
-                log.error("checkpoint refused reason=%s", exc)
+                log.error("checkpoint refused", extra={"reason": str(exc)})
 
     def _check_key(self, batch: SealedBatch, presented_key: bytes) -> tuple[EpochChain | None, Finding]:
         """The signature check: by the key of the claimed epoch (version 2), else by the enrolled key."""
@@ -267,7 +267,8 @@ class Ingestor:
             tmp.chmod(0o644)
             tmp.replace(path)
         except OSError as exc:  # e.g. a read-only folder: the store's node_keys row still holds the pin
-            log.error("trust on first use: cannot write the pinned key path=%s reason=%s", path, exc.strerror)
+            log.error("trust on first use: cannot write the pinned key", extra={"path": str(path),
+                                                                                "reason": exc.strerror})
         self.keyring = {**self.keyring, node: {key_id_of(key): key}}
 
     def _statements(self, batch: SealedBatch, cert: EpochCert | None) -> list[Statement]:
@@ -290,8 +291,8 @@ class Ingestor:
     def _pending(self, peer: str, batch: SealedBatch, finding: Finding) -> pb.Ack:
         """Not stored, not a security event: the agent resends once the certifying batch is in."""
         h = batch.header
-        log.info("batch waits for its key epoch node=%s stream=%s seq=%d epoch=%d peer=%s", h.node_id, h.stream_id,
-                 h.seq, h.key_epoch, peer)
+        log.info("batch waits for its key epoch", extra={"node": h.node_id, "stream": h.stream_id, "seq": h.seq,
+                                                         "epoch": h.key_epoch, "peer": peer})
         return self._counted(h.node_id, _ack(h.stream_id, h.seq, pb.Ack.REJECTED, finding))
 
     def _remember_key(self, node: str, key_id: str, chain: EpochChain | None = None) -> None:
@@ -311,8 +312,8 @@ class Ingestor:
         node = batch.header.node_id if batch else ""
         stream = batch.header.stream_id if batch else ""
         seq = batch.header.seq if batch else 0
-        log.warning("batch rejected verdict=%s node=%s stream=%s seq=%d peer=%s reason=%s",
-                    finding.verdict.name, node, stream, seq, peer, finding.reason)
+        log.warning("batch rejected", extra={"verdict": finding.verdict.name, "node": node, "stream": stream,
+                                             "seq": seq, "peer": peer, "reason": finding.reason})
         self.store.record_rejection(peer, node, stream, seq, finding.verdict.name, finding.reason)
         key = (node or "?", finding.verdict.name)
         self.rejections_by_verdict[key] = self.rejections_by_verdict.get(key, 0) + 1

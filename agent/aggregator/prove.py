@@ -26,6 +26,16 @@ def parse_event_id(event_id: str) -> tuple[str, str, int, int]:
     return parts[0], parts[1], int(parts[2]), int(parts[3])
 
 
+def _refuse_if_deleted(db: sqlite3.Connection, event_id: str, segment: str) -> None:
+    try:
+        row = db.execute("SELECT id, rule FROM retention WHERE segment = ?", (segment,)).fetchone()
+    except sqlite3.OperationalError:  # a store that never ran retention
+        return
+    if row is not None:
+        raise LogsealError(f"event {event_id}: its segment {segment} was deleted by retention (rule {row[1]}, "
+                           f"signed record #{row[0]}); `logseal verify` shows the record")
+
+
 def prove_event(store_dir: Path, event_id: str) -> dict[str, Any]:
     node, stream, seq, _ = parse_event_id(event_id)
     index = store_dir / "index.db"
@@ -44,6 +54,7 @@ def prove_event(store_dir: Path, event_id: str) -> dict[str, Any]:
             raise LogsealError(f"event {event_id}: its batch is not yet under a signed checkpoint; the aggregator "
                                "signs one every checkpoint_interval_s, and at shutdown")
         size, note = int(cp[0]), str(cp[1])
+        _refuse_if_deleted(db, event_id, segment)
         leaves = [merkle.leaf_hash(bytes(h)) for (h,) in
                   db.execute("SELECT hash FROM batches WHERE id <= ? ORDER BY id", (size,))]
         certificates = db.execute("SELECT segment, offset, length FROM batches WHERE node=? AND stream=? AND id <= ? "

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
+from agent.aggregator.forward.forwarder import Forwarding
 from agent.aggregator.ingest import Ingestor, security_event
+from agent.aggregator.retention import RetentionService
+from agent.aggregator.retention_policy import policy_from
 from agent.aggregator.store import Store
 from agent.aggregator.tls_reload import ServerCertificates
 from agent.certs import CertError, node_id_from_cert
@@ -87,7 +91,13 @@ class Aggregator:
                                  bind_identity=config.tls is not None, enrollment=config.enrollment,
                                  trusted_keys_dir=config.trusted_keys_dir)
         self.certificates = ServerCertificates(config.tls) if config.tls is not None else None
+        retention = config.retention
+        self.retention = RetentionService(
+            self.store.db, config.store_dir,
+            policy_from(retention.max_age, retention.max_bytes, "retention") if retention is not None else None,
+            self.checkpointer.key, self.checkpointer.origin, retention.interval_s if retention is not None else 3600)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logseal-store")
+        self.forwarding = Forwarding(config.forward, config.store_dir) if config.forward else None
         self.port = 0
         self.streams_open = 0
         self._silent: set[str] = set()
@@ -110,7 +120,7 @@ class Aggregator:
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    log.info("closing a stream that sent nothing peer=%s idle_s=%d", peer, idle)
+                    log.info("closing a stream that sent nothing", extra={"peer": peer, "idle_s": idle})
                     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no batch for {idle}s")
                     return
                 started = time.monotonic()
@@ -119,10 +129,13 @@ class Aggregator:
                                                      presented)
                 except OSError as exc:
                     self.store_writable = False
-                    log.error("store write failed; the batch is not acked and will be resent reason=%s", exc)
+                    log.error("store write failed; the batch is not acked and will be resent",
+                              extra={"reason": str(exc)})
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "store not writable")
                     return
                 self.store_writable = True
+                if self.forwarding is not None:
+                    self.forwarding.wake()
                 for observe in self.latency_observers:
                     observe(time.monotonic() - started)
                 yield ack
@@ -140,7 +153,25 @@ class Aggregator:
             try:
                 await loop.run_in_executor(self._worker, self.checkpointer.tick, time.time_ns())
             except LogsealError as exc:
-                log.error("checkpoint refused reason=%s", exc)
+                log.error("checkpoint refused", extra={"reason": str(exc)})
+
+    async def _retention_timer(self, stop: asyncio.Event) -> None:
+        """Legal holds are watched every few seconds; retention runs every `[retention] interval_s`."""
+        loop = asyncio.get_running_loop()
+        interval = self.config.retention.interval_s if self.config.retention is not None else 5
+        period = max(0.2, min(interval / 2, 5))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            if stop.is_set():
+                return
+            try:
+                now_ns = time.time_ns()
+                planned = await loop.run_in_executor(None, self.retention.watch, now_ns)
+                if planned is not None and planned.deletions:
+                    await loop.run_in_executor(self._worker, self.retention.apply, planned, now_ns)
+            except (LogsealError, OSError, sqlite3.Error) as exc:
+                log.error("retention run failed; nothing more was deleted", extra={"reason": str(exc)})
 
     async def _consistency(self, request: pb.ConsistencyRequest, context: grpc.aio.ServicerContext
                            ) -> pb.ConsistencyProof:
@@ -161,7 +192,8 @@ class Aggregator:
             if now - last > limit and node not in self._silent:
                 self._silent.add(node)
                 silent.append(node)
-                log.warning("node silent: no batch, not even a heartbeat node=%s silent_s=%.0f", node, now - last)
+                log.warning("node silent: no batch, not even a heartbeat",
+                            extra={"node": node, "silent_s": round(now - last)})
                 if self.detection is not None:
                     event = security_event("node_silent", node, "", 0, "NODE_SILENT",
                                            f"no batch for {now - last:.0f}s", "")
@@ -181,10 +213,10 @@ class Aggregator:
         try:
             keys = load_trusted_keys(self.config.trusted_keys_dir)
         except LogsealError as exc:
-            log.error("trusted keys reload refused; the loaded keys stay reason=%s", exc)
+            log.error("trusted keys reload refused; the loaded keys stay", extra={"reason": str(exc)})
             return
         self.ingestor.keyring = keyring_from(keys)
-        log.info("trusted keys reloaded nodes=%d", len(keys))
+        log.info("trusted keys reloaded", extra={"nodes": len(keys)})
 
     def readiness(self) -> Readiness:
         if not self.store_writable:
@@ -217,6 +249,21 @@ class Aggregator:
             self.detection.latency_observers.append(
                 lambda rule, seconds: detection_latency.labels(rule).observe(seconds))
         alerts = registry.counter("logseal_aggregator_alerts_total", "Detection alerts raised.", ["rule", "level"])
+        retention_segments = registry.counter("logseal_aggregator_retention_deleted_segments_total",
+                                              "Segments deleted by retention.", ["rule"])
+        retention_bytes = registry.counter("logseal_aggregator_retention_deleted_bytes_total",
+                                           "Segment bytes deleted by retention.", ["rule"])
+        holds_active = registry.gauge("logseal_aggregator_legal_holds_active", "Legal holds in force.")
+        forwarded = registry.counter("logseal_aggregator_forwarded_events_total",
+                                     "Events a SIEM accepted.", ["output"])
+        forward_retries = registry.counter("logseal_aggregator_forward_retries_total",
+                                           "Forward requests that failed transiently.", ["output"])
+        dead_lettered = registry.counter("logseal_aggregator_forward_dead_lettered_total",
+                                         "Events a SIEM rejected, written to the dead-letter file.", ["output"])
+        forward_lag = registry.gauge("logseal_aggregator_forward_lag_events",
+                                     "Stored events not yet forwarded.", ["output"])
+        forward_failing = registry.gauge("logseal_aggregator_forward_failing",
+                                         "1 while the output is backing off after a failure.", ["output"])
 
         def collect() -> None:
             ing = self.ingestor
@@ -243,9 +290,20 @@ class Aggregator:
                 stored_events.labels(dataset).mirror(value)
             for node, epoch in ing.epochs.current_epochs().items():
                 key_epoch.labels(node).set(epoch)
+            for rule, (segments, deleted_bytes) in self.retention.deleted.items():
+                retention_segments.labels(rule).mirror(segments)
+                retention_bytes.labels(rule).mirror(deleted_bytes)
+            holds_active.set(self.retention.holds.active)
             if self.detection is not None:
                 for (rule, level), value in self.detection.stats.alerts_by_rule.items():
                     alerts.labels(rule, level).mirror(value)
+            if self.forwarding is not None:
+                for output, fs in self.forwarding.stats().items():
+                    forwarded.labels(output).mirror(fs.forwarded)
+                    forward_retries.labels(output).mirror(fs.retries)
+                    dead_lettered.labels(output).mirror(fs.dead_lettered)
+                    forward_lag.labels(output).set(fs.lag)
+                    forward_failing.labels(output).set(1 if fs.failing else 0)
 
         registry.on_collect(collect)
         return MetricsServer(registry, self.config.metrics.listen, ready=self.readiness)
@@ -292,14 +350,17 @@ class Aggregator:
         if metrics is not None:
             metrics.start()
         timer = asyncio.ensure_future(self._checkpoint_timer(stop))
+        retention_timer = asyncio.ensure_future(self._retention_timer(stop))
+        if self.forwarding is not None:
+            self.forwarding.start()
         host = self.config.listen.rpartition(":")[0]
         if self.config.port_file is not None:
             tmp = self.config.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
             os.replace(tmp, self.config.port_file)
-        log.info("aggregator serving address=%s:%d store=%s tls=%s nodes=%d detection=%s", host, self.port,
-                 self.config.store_dir, self.config.tls is not None, len(self.ingestor.keyring),
-                 ",".join(self.config.detect.rules) or "off")
+        log.info("aggregator serving", extra={"address": f"{host}:{self.port}", "store": str(self.config.store_dir),
+                                              "tls": self.config.tls is not None, "nodes": len(self.ingestor.keyring),
+                                              "detection": list(self.config.detect.rules)})
         silence = asyncio.ensure_future(self._watch_silence(stop))
         while not stop.is_set():
             waiters = [asyncio.ensure_future(stop.wait())]
@@ -320,18 +381,23 @@ class Aggregator:
         if health_server is not None:
             await health_server.stop(grace=1)
         await timer
+        await retention_timer
         self._worker.shutdown(wait=True)
+        self.retention.close()
         try:
             self.checkpointer.sign(time.time_ns())
         except LogsealError as exc:
-            log.error("checkpoint refused at shutdown reason=%s", exc)
+            log.error("checkpoint refused at shutdown", extra={"reason": str(exc)})
         if self.detection is not None:
             self.detection.close()
+        if self.forwarding is not None:
+            self.forwarding.close()
         if metrics is not None:
             metrics.stop()
         s = self.ingestor.stats
-        log.info("aggregator stopped stored_batches=%d stored_events=%d duplicates=%d rejected=%d checkpoints=%d",
-                 s.stored_batches, s.stored_events, s.duplicates, s.rejected, self.checkpointer.signed)
+        log.info("aggregator stopped", extra={"stored_batches": s.stored_batches, "stored_events": s.stored_events,
+                                              "duplicates": s.duplicates, "rejected": s.rejected,
+                                              "checkpoints": self.checkpointer.signed})
         self.store.close()
 
 

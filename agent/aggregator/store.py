@@ -28,6 +28,7 @@ from pathlib import Path
 
 from agent import merkle
 from agent.aggregator.index_rows import IndexRow
+from agent.aggregator.retention_records import RETENTION_SCHEMA
 from agent.errors import StoreError
 from agent.seal import GENESIS, ChainHead, SealedBatch
 
@@ -193,6 +194,7 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {directory}: {exc}") from None
         self.db.executescript(_SCHEMA)
+        self.db.executescript(RETENTION_SCHEMA)  # `retention` and `legal_holds`, read by reports even when empty
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(STORE_FORMAT_VERSION),))
         version = self.db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0]
         if version != str(STORE_FORMAT_VERSION):
@@ -222,7 +224,7 @@ class Store:
             raise StoreError(f"store {self.directory}: batch ids are not 1..{count}; run `logseal verify` on it")
         self.db.execute("INSERT INTO merkle VALUES (1, ?, ?)", (tree.size, tree.to_bytes()))
         if count:
-            log.info("built the Merkle log of an existing store batches=%d", count)
+            log.info("built the Merkle log of an existing store", extra={"batches": count})
         return tree
 
     def leaf_hashes(self, start: int = 0, stop: int | None = None) -> list[bytes]:
@@ -265,14 +267,14 @@ class Store:
                 raise StoreError(f"segment {path} holds {size - indexed_end} bytes after its last indexed batch, "
                                  "more than one unacknowledged write; the store is not opened (nothing was "
                                  "changed); run `logseal verify` on it")
-            log.warning("cutting a never-acked write from the end of a segment path=%s from=%d bytes=%d",
-                        path, indexed_end, size - indexed_end)
+            log.warning("cutting a never-acked write from the end of a segment",
+                        extra={"path": str(path), "from": indexed_end, "bytes": size - indexed_end})
             os.ftruncate(fd, indexed_end)
             os.fsync(fd)
             size = indexed_end
         for stale in later:
-            log.warning("removing a segment holding only a never-acked write path=%s size=%d",
-                        stale, stale.stat().st_size)
+            log.warning("removing a segment holding only a never-acked write",
+                        extra={"path": str(stale), "size": stale.stat().st_size})
             stale.unlink()
         if size == 0:
             os.write(fd, SEGMENT_HEADER)

@@ -59,10 +59,10 @@ class ServerCertificates:
         try:
             config = _read(self.tls)
         except ReloadError as exc:
-            log.error("TLS certificate reload refused; the loaded certificates stay reason=%s", exc)
+            log.error("TLS certificate reload refused; the loaded certificates stay", extra={"reason": str(exc)})
             return False
         with self._lock:
             self._next = config
         self.reloads += 1
-        log.info("TLS certificates reloaded; new connections use them cert=%s", self.tls.cert)
+        log.info("TLS certificates reloaded; new connections use them", extra={"cert": str(self.tls.cert)})
         return True

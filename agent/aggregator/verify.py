@@ -12,6 +12,11 @@ changed, removed or inserted); a witness checkpoint whose root differs is `incon
 (the store forked from what was witnessed). A checkpoint larger than the segments but not than the
 index is an `inclusion-failure` (batches under it are missing). Batches after the last checkpoint are reported as
 information ("unsealed tail"), not as a problem.
+
+A segment deleted by retention under a trusted signed record (see retention_verify.py) is reported
+as information ("deleted by retention policy", with its batch and leaf range); its batches' leaf
+hashes come from the index (covered by the record's signed leaves root) so the tree and the
+checkpoints still verify, and each stream's chain goes on from its last deleted batch.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import merkle
 from agent.aggregator.index_rows import index_rows
+from agent.aggregator.retention_verify import Deleted, trusted_deletions
 from agent.aggregator.store import StoredCheckpoint, connect_index, read_checkpoints, read_segment
 from agent.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from agent.errors import StoreError
@@ -32,6 +38,7 @@ from agent.keychain import EpochChain, read_cert
 from agent.keys import load_public_key, load_trusted_keys
 from agent.seal import (
     FINDING_OK,
+    ChainHead,
     ChainTracker,
     Finding,
     Keyring,
@@ -79,6 +86,8 @@ class Report:
     checkpoints: int = 0
     witnessed: int = 0
     info: list[str] = field(default_factory=list)
+    deleted: list[Deleted] = field(default_factory=list)
+    """Segments deleted by retention under a trusted, signed record."""
 
     @property
     def ok(self) -> bool:
@@ -88,7 +97,17 @@ class Report:
         return {"store": self.store, "ok": self.ok, "batches": self.batches, "events": self.events,
                 "problems": [asdict(p) for p in self.problems], "declared_gaps": [asdict(g) for g in self.gaps],
                 "tree_size": self.tree_size, "checkpoints": self.checkpoints, "witness_checkpoints": self.witnessed,
-                "info": self.info}
+                "info": self.info, **self._retention_json()}
+
+    def _retention_json(self) -> dict[str, object]:
+        """`deleted_by_retention`, present only for a store that deleted something by retention."""
+        if not self.deleted:
+            return {}
+        return {"deleted_by_retention": [
+            {"record": d.record.id, "segment": d.record.segment, "rule": d.record.rule,
+             "batches": [d.record.first_batch_id, d.record.last_batch_id],
+             "leaves": [d.record.first_leaf, d.record.last_leaf], "events": d.record.events,
+             "bytes": d.record.bytes, "time_ns": d.record.time_ns, "note": d.record.note} for d in self.deleted]}
 
 
 def store_keyring(store_dir: Path, keys_dir: Path | None) -> dict[str, dict[str, Ed25519PublicKey]]:
@@ -188,7 +207,28 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
     def add(kind: str, where: str, batch: str, detail: str) -> None:
         report.problems.append(Problem(kind, where, batch, detail))
 
-    for segment_path in sorted(segments_dir.glob("*.seg")):
+    try:
+        origin_row = db.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+    except sqlite3.Error:
+        origin_row = None
+    deleted = trusted_deletions(db, rows, None if origin_row is None else str(origin_row[0]),
+                                _aggregator_key(store_dir, aggregator_pub), add)
+    covered = {int(r[0]) for d in deleted.values() for r in d.rows}
+    for segment_name in sorted({p.name for p in segments_dir.glob("*.seg")} | set(deleted)):
+        segment_path = segments_dir / segment_name
+        gone = deleted.get(segment_name)
+        if gone is not None:
+            if not segment_path.exists():
+                leaves.extend(gone.leaves())
+                for r in gone.rows:  # the chain goes on from the last deleted batch of each stream
+                    seen.add(r[0])
+                    chains.setdefault((r[1], r[2]), ChainTracker()).head = ChainHead(int(r[3]), bytes(r[4]))
+                    last_id = max(last_id, int(r[0]))
+                report.deleted.append(gone)
+                report.info.append(gone.describe())
+                continue
+            report.info.append(f"retention record #{gone.record.id}: segment {segment_name} is still present (its "
+                               "deletion was interrupted; the next retention run finishes it)")
         for record in read_segment(segment_path):
             where = f"{record.segment}@{record.offset}"
             row = by_location.get((record.segment, record.offset))
@@ -245,7 +285,8 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
             link = chains.setdefault((h.node_id, h.stream_id), ChainTracker()).observe(h, batch.batch_hash)
             if not link.ok:
                 add(_KIND_BY_VERDICT[link.verdict], where, name, str(link))
-            if row is not None and (batch.payload_dropped or (opened is not None and opened.body is not None)):
+            if row is not None and row[0] not in covered and (
+                    batch.payload_dropped or (opened is not None and opened.body is not None)):
                 body = opened.body if opened is not None and opened.body is not None else b""
                 expected = index_rows(body)
                 for index_row in expected:
@@ -264,14 +305,18 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
     _check_equivocations(db, keyring, add)
     try:
         stored = read_checkpoints(db)
-        origin_row = db.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
     except sqlite3.Error:  # a store from before the Merkle log
-        stored, origin_row = [], None
+        stored = []
     db.close()
     witnessed = _read_witness(witness_dir) if witness_dir is not None else []
     origin = None if origin_row is None else str(origin_row[0])
     _check_log(report, store_dir, leaves, len(rows), stored, origin, witnessed, aggregator_pub, add)
     return report
+
+
+def _aggregator_key(store_dir: Path, aggregator_pub: Path | None) -> Ed25519PublicKey | None:
+    path = aggregator_pub if aggregator_pub is not None else store_dir / "aggregator.pub"
+    return load_public_key(path) if aggregator_pub is not None or path.exists() else None
 
 
 def _check_equivocations(db: sqlite3.Connection, keyring: dict[str, dict[str, Ed25519PublicKey]],

@@ -22,6 +22,8 @@ from agent.aggregator.alert_outputs import (
 )
 from agent.detect.alert import Alert
 from agent.errors import ConfigError
+from tests.aggregator.forward.receivers import SyslogListener as TlsSyslogListener
+from tests.tls_material import make_tls_material
 
 
 def alert(n: int, level: str = "high", rule: str = "r1", user: str = "alice", minute: int = 0) -> Alert:
@@ -281,6 +283,41 @@ def test_syslog_outage_then_recovery_delivers_everything_once(tmp_path: Path) ->
     finally:
         listener.stop()
     assert got == ["n:s:1:0", "n:s:1:1", "n:s:1:2"]
+
+
+def test_syslog_over_tls_delivers_to_a_receiver_the_ca_signed_on_one_connection(tmp_path: Path) -> None:
+    tls = make_tls_material(tmp_path / "tls")
+    listener = TlsSyslogListener(tls=(tls["server"], tls["server-key"]))
+    try:
+        config = AlertOutputConfig(type="syslog", address=f"127.0.0.1:{listener.port}", tls_ca=tls["ca"])
+        router = build_router([config], tmp_path / "state", hostname="aggregator-0")
+        router.submit([alert(1, "critical"), alert(2, "medium")])
+        assert router.deliver_pending() == 2
+        router.submit([alert(3, "low")])  # a later pass reuses the connection (TLS 1.3 tickets are not a close)
+        assert router.deliver_pending() == 1
+        router.close()
+        messages = listener.wait(3)
+    finally:
+        listener.stop()
+    assert listener.problems == [] and listener.handshake_failures == 0 and listener.connections == 1
+    assert [m.group("pri") for m in messages] == [str(13 * 8 + 2), str(13 * 8 + 4), str(13 * 8 + 5)]
+    assert [json.loads(m.group("msg")) for m in messages] == [alert(1, "critical").to_dict(),
+                                                              alert(2, "medium").to_dict(), alert(3, "low").to_dict()]
+
+
+def test_syslog_over_tls_refuses_a_receiver_of_another_ca(tmp_path: Path) -> None:
+    tls, other = make_tls_material(tmp_path / "tls"), make_tls_material(tmp_path / "other")
+    listener = TlsSyslogListener(tls=(tls["server"], tls["server-key"]))
+    try:
+        config = AlertOutputConfig(type="syslog", address=f"127.0.0.1:{listener.port}", tls_ca=other["ca"])
+        router = build_router([config], tmp_path / "state")
+        router.submit([alert(1)])
+        assert router.deliver_pending() == 0
+        stats = router.stats()[config.key]
+        router.close()
+    finally:
+        listener.stop()
+    assert stats["failing"] == 1 and stats["retries"] >= 1 and listener.messages == []
 
 
 def test_the_background_thread_delivers_soon_after_submit(tmp_path: Path, receiver: Receiver) -> None:

@@ -295,8 +295,8 @@ def test_forge_a_batch_under_another_nodes_id_with_a_certificate_for_a_different
                             .seal("auth", GENESIS, events(0, 1)))
     assert [a.status for a in send_over_tls(workspace, ca_cert, *node2, honest)] == [pb.Ack.STORED]
     assert workspace.aggregator is not None and workspace.aggregator.stop() == 0
-    log = workspace.aggregator.log_text()
-    assert "logseal.security" in log and "verdict=IDENTITY_MISMATCH node=node-1" in log
+    assert workspace.aggregator.logged("batch rejected", logger="logseal.security", verdict="IDENTITY_MISMATCH",
+                                       node="node-1")
     db = sqlite3.connect(workspace.store / "index.db")
     assert db.execute("SELECT node, verdict FROM rejections").fetchall() == [("node-1", "IDENTITY_MISMATCH")]
     assert db.execute("SELECT node FROM batches").fetchall() == [("node-2",)]

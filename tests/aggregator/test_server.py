@@ -54,7 +54,7 @@ def test_garbage_oversized_and_silent_clients_do_not_stop_the_others(workspace: 
     wait_for(lambda: workspace.stored_events() >= 1, 60, "an honest agent to be served after the hostile ones")
     assert agent.stop() == 0
     assert aggregator.stop() == 0
-    assert "batch rejected verdict=MALFORMED" in aggregator.log_text()
+    assert aggregator.logged("batch rejected", verdict="MALFORMED")
 
 
 def test_health_metrics_and_readiness_answer(workspace: Workspace) -> None:
@@ -92,11 +92,12 @@ def test_sighup_enrols_new_keys_without_a_restart(workspace: Workspace) -> None:
     aggregator = workspace.start_aggregator()
     agent = workspace.start_agent(workspace.agent_config(
         "node-1", [("syslog", str(log))], extra="[ship]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n"))
-    wait_for(lambda: "verdict=UNKNOWN_NODE" in aggregator.log_text(), 60, "the unknown node to be refused")
+    wait_for(lambda: bool(aggregator.logged("batch rejected", verdict="UNKNOWN_NODE")), 60,
+             "the unknown node to be refused")
     (workspace.trusted / "node-1.pub").write_bytes((workspace.keys / "node-1.pub").read_bytes())
     aggregator.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
     wait_for(lambda: workspace.stored_events() >= 1, 60, "the batch to be stored once the key is enrolled")
-    assert "trusted keys reloaded nodes=1" in aggregator.log_text()
+    assert aggregator.logged("trusted keys reloaded", nodes=1)
     assert agent.stop() == 0
     assert aggregator.stop() == 0
 

@@ -242,8 +242,8 @@ class Chaos:
         self._actions = (self.root / "actions.log").open("a")
 
     def note(self, what: str) -> None:
-        """One line per action in `workdir/actions.log`, to line up with the agent's own log."""
-        stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        """One line per action in `workdir/actions.log`, stamped as the daemons' JSON logs are (`time`)."""
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self._actions.write(f"{stamp} +{time.monotonic() - self._t0:7.2f}s {what}\n")
         self._actions.flush()
 
