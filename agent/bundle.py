@@ -13,7 +13,9 @@ A bundle is a JSON object (bytes as standard base64):
     inclusion_proof   list of base64 hashes: the RFC 6962 audit path of the leaf
     checkpoint        the aggregator's signed checkpoint (C2SP signed note) for that tree
     key_epochs        (optional) base64 of the node's certifying batches (stream logseal-keys) in order:
-                      the epoch chain from its enrolled key to the key that signed `batch`
+                      the epoch chain from its enrolled key to the key that signed `batch`; empty when the
+                      store no longer holds all of them (retention), and then `node_public_keys` must
+                      hold the signing key
 
 `verify_bundle` names every problem it finds, one line each, and keeps going where it can:
 the node's Ed25519 signature over the batch hash (for a batch of a later key epoch: through the
@@ -182,9 +184,9 @@ def verify_bundle(bundle: Mapping[str, Any], aggregator_public_key: Ed25519Publi
     keys = list(trusted_node_keys) if trusted_node_keys is not None else \
         _load_node_keys(bundle["node_public_keys"], problems)
     certificates = bundle.get("key_epochs") or []
-    if batch.header.version >= 2 and (batch.header.key_epoch > 0 or certificates):
+    if batch.header.version >= 2 and certificates:
         signed = _check_epochs(batch, keys, certificates)
-    else:
+    else:  # no chain carried (e.g. retention deleted a certificate): the keys given must hold the signer's
         signed = verify_signature(batch, {batch.header.node_id: {key_id_of(k): k for k in keys}})
     if not signed.ok:
         problems.append(f"batch {name}: node signature: {signed}")

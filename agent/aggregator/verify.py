@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import merkle
@@ -34,7 +35,7 @@ from agent.aggregator.retention_verify import Deleted, trusted_deletions
 from agent.aggregator.store import StoredCheckpoint, connect_index, read_checkpoints, read_segment
 from agent.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from agent.errors import StoreError
-from agent.keychain import EpochChain, read_cert
+from agent.keychain import KEYS_STREAM, EpochChain, read_cert
 from agent.keys import load_public_key, load_trusted_keys
 from agent.seal import (
     FINDING_OK,
@@ -44,6 +45,7 @@ from agent.seal import (
     Keyring,
     SealedBatch,
     Verdict,
+    key_id_of,
     keyring_from,
     open_payload,
     verify_signature,
@@ -174,6 +176,29 @@ class _EpochWalk:
         signed = verify_signature(batch, {h.node_id: {h.key_id: key_or}})
         return signed if not signed.ok else chain.place(h)
 
+    def adopt(self, db: sqlite3.Connection, node: str, seq: int) -> str | None:
+        """A certifying batch deleted by retention: take the epoch it certified from the index (`node_keys`),
+        whose epoch-0 key must be an enrolled one. Returns the info line, or None when there is nothing to take."""
+        try:
+            row = db.execute("SELECT epoch, public_key, ends FROM node_keys WHERE node=? AND detail=?",
+                             (node, f"{KEYS_STREAM}#{seq}")).fetchone()
+            first = db.execute("SELECT public_key FROM node_keys WHERE node=? AND epoch=0", (node,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None or first is None:
+            return None
+        enrolled = Ed25519PublicKey.from_public_bytes(bytes(first[0]))
+        if key_id_of(enrolled) not in self.keyring.get(node, {}):
+            return None
+        chain = self.chains.setdefault(node, EpochChain({0: enrolled}))
+        epoch = int(row[0])
+        if epoch != chain.current + 1:
+            return None
+        chain.keys[epoch] = Ed25519PublicKey.from_public_bytes(bytes(row[1]))
+        chain.ends[epoch - 1] = orjson.loads(row[2])
+        return (f"key epoch {epoch} of {node} taken from the index: its certifying batch {KEYS_STREAM}#{seq} was "
+                "deleted by retention")
+
     def certify(self, batch: SealedBatch, body: bytes) -> Finding:
         chain = self.chains.get(batch.header.node_id)
         if chain is None:
@@ -221,6 +246,10 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
             if not segment_path.exists():
                 leaves.extend(gone.leaves())
                 for r in gone.rows:  # the chain goes on from the last deleted batch of each stream
+                    if r[2] == KEYS_STREAM:
+                        adopted = epochs.adopt(db, str(r[1]), int(r[3]))
+                        if adopted is not None:
+                            report.info.append(adopted)
                     seen.add(r[0])
                     chains.setdefault((r[1], r[2]), ChainTracker()).head = ChainHead(int(r[3]), bytes(r[4]))
                     last_id = max(last_id, int(r[0]))
