@@ -26,7 +26,7 @@ import orjson
 from agent.detect.alert import Alert
 from agent.detect.correlation import CorrelationEngine, Firing, Hit, Limits
 from agent.detect.errors import RuleError
-from agent.detect.fields import Doc, get_values
+from agent.detect.fields import Doc, View, get_values
 from agent.detect.matcher import RuleIndex
 from agent.detect.rules import (
     CorrelationSpec,
@@ -169,9 +169,9 @@ class Detector:
         nodes = _node(event)
         iso = str(event.get("@timestamp") or "")
         t: float | None = None
-        for rule, docs in matches:
+        for rule, views in matches:
             if rule.generate:
-                fields = rule.matched_fields(event, docs)
+                fields = rule.matched_fields(event, views)
                 self._emit(out, Alert(rule.id, rule.title, rule.level, rule.author, rule.license, rule.ruleset,
                                       rule.tags, "match", (eid,), (), iso, iso, 1, nodes,
                                       tuple((k, tuple(v)) for k, v in fields.items())))
@@ -183,12 +183,11 @@ class Detector:
                 if t is None:
                     self.counters["correlation_missing_time"] = self.counters.get("correlation_missing_time", 0) + 1
                     break
-            route_docs = docs
 
-            def lookup(name: str, rule: SigmaRule = rule, route_docs: list[Doc] = route_docs) -> str | None:
+            def lookup(name: str, rule: SigmaRule = rule, views: list[View] = views) -> str | None:
                 getter = rule.route.getter(name)
-                for d in route_docs:
-                    for v in getter(d):
+                for view in views:
+                    for v in view.values(getter):
                         text = text_of(v)
                         if text is not None:
                             return text
