@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ class DetectionStats:
     events: int = 0
     alerts: int = 0
     alerts_by_rule: dict[tuple[str, str], int] = field(default_factory=dict)
-    latency_s: list[float] = field(default_factory=list)
+    latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=1000))  # the last 1000 alerts
 
 
 class DetectionShell:
@@ -122,6 +123,6 @@ class DetectionShell:
         ns = timestamp_ns(alert.last_time)
         if ns:
             latency = time.time() - ns / 1e9
-            self.stats.latency_s = (self.stats.latency_s + [latency])[-1000:]
+            self.stats.latency_s.append(latency)
             for observe in self.latency_observers:
                 observe(alert.rule_id, latency)
