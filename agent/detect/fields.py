@@ -112,10 +112,56 @@ def get_values(obj: Any, path: Path) -> list[Any]:
     return out
 
 
+def path_getter(path: Path) -> Getter:
+    """`get_values(·, path)`, with the common case (nested objects down to one value) unrolled for
+    paths of up to four keys; anything else (lists, dotted keys, absence) takes the general walk."""
+    if len(path) == 1:
+        (a,) = path
+
+        def get1(doc: Any) -> list[Any]:
+            if type(doc) is dict:
+                v = doc.get(a, _MISSING)
+                if v is not _MISSING and not isinstance(v, list):
+                    return [v]
+            return get_values(doc, path)
+        return get1
+    if len(path) == 2:
+        a, b = path
+
+        def get2(doc: Any) -> list[Any]:
+            if type(doc) is dict and type(x := doc.get(a)) is dict:
+                v = x.get(b, _MISSING)
+                if v is not _MISSING and not isinstance(v, list):
+                    return [v]
+            return get_values(doc, path)
+        return get2
+    if len(path) == 3:
+        a, b, c = path
+
+        def get3(doc: Any) -> list[Any]:
+            if type(doc) is dict and type(x := doc.get(a)) is dict and type(y := x.get(b)) is dict:
+                v = y.get(c, _MISSING)
+                if v is not _MISSING and not isinstance(v, list):
+                    return [v]
+            return get_values(doc, path)
+        return get3
+    if len(path) == 4:
+        a, b, c, d = path
+
+        def get4(doc: Any) -> list[Any]:
+            if (type(doc) is dict and type(x := doc.get(a)) is dict and type(y := x.get(b)) is dict
+                    and type(z := y.get(c)) is dict):
+                v = z.get(d, _MISSING)
+                if v is not _MISSING and not isinstance(v, list):
+                    return [v]
+            return get_values(doc, path)
+        return get4
+    return lambda doc: get_values(doc, path)
+
+
 def union_getter(*paths: Path, transform: Callable[[Any], Any] | None = None) -> Getter:
     if len(paths) == 1 and transform is None:
-        only = paths[0]
-        return lambda doc: get_values(doc, only)
+        return path_getter(paths[0])
 
     def get(doc: Any) -> list[Any]:
         out: list[Any] = []
@@ -126,9 +172,14 @@ def union_getter(*paths: Path, transform: Callable[[Any], Any] | None = None) ->
 
 
 def first_getter(*paths: Path) -> Getter:
+    getters = [path_getter(p) for p in paths]
+    if len(getters) == 2:
+        first, second = getters
+        return lambda doc: first(doc) or second(doc)
+
     def get(doc: Any) -> list[Any]:
-        for p in paths:
-            vals = get_values(doc, p)
+        for g in getters:
+            vals = g(doc)
             if vals:
                 return vals
         return []
