@@ -161,8 +161,12 @@ def _grouped(patterns: Sequence[str], mode: str) -> tuple[frozenset[str], Callab
         parts.append(lambda s: s.startswith(pre))
     if suf:
         parts.append(lambda s: s.endswith(suf))
-    if words:
-        parts.append(lambda s: any(w in s for w in words))
+    if len(words) == 1:
+        (word,) = words
+        parts.append(lambda s: word in s)
+    elif words:  # any of several substrings: one scan by the regex engine instead of one `in` per word
+        search = re.compile("|".join(re.escape(w) for w in words), re.DOTALL).search
+        parts.append(lambda s: search(s) is not None)
     parts.extend(others)
     if not parts:
         return frozenset(equal), None
