@@ -465,10 +465,11 @@ def detect_latency_sustained(rate: int = 10_000, seconds: float = 30.0, tick_s: 
         t = _iso_seconds(str(doc.get("@timestamp", "")))
         if t is not None and t >= start:
             latencies.append(seen - t)
+    at = f"{rate // 1000}k" if rate % 1000 == 0 else str(rate)
     return {
-        "detect_latency_p99_s_at_10k": round(_percentile(latencies, 0.99), 3),
-        "detect_latency_p50_s_at_10k": round(_percentile(latencies, 0.50), 3),
-        "detect_latency_max_s_at_10k": round(max(latencies, default=float("nan")), 3),
+        f"detect_latency_p99_s_at_{at}": round(_percentile(latencies, 0.99), 3),
+        f"detect_latency_p50_s_at_{at}": round(_percentile(latencies, 0.50), 3),
+        f"detect_latency_max_s_at_{at}": round(max(latencies, default=float("nan")), 3),
         "detect_sustained_events_per_s": round(written / wrote_s),
         "detect_sustained_seconds": round(wrote_s, 1),
         "detect_writer_max_lag_s": round(lag, 3),

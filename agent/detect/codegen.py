@@ -57,7 +57,7 @@ class Code:
     def function(self, expr: str) -> Test:
         source = f"def test(v):\n    L = v.lowered_cache\n    return bool({expr})\n"
         namespace = dict(self.namespace)
-        exec(compile(source, "<sigma detection>", "exec"), namespace)  # noqa: S102 - operators and k-names only
+        exec(compile(source, "<sigma detection>", "exec"), namespace)  # operators and k-names only (see above)
         test: Test = namespace["test"]
         return test
 
