@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.aggregator.alert_outputs import AlertOutputConfig, AlertRouter, atomic_write, build_router
-from agent.detect import Alert, Detector
+from agent.detect import Alert, Detector, gc_policy
 from agent.detect.baseline import AnomalyDetector, BaselineConfig
 from agent.seal import decode_events
 
@@ -172,6 +172,7 @@ def detection_worker(inbox: Connection, outbox: Connection, specs: list[str], st
                 restore(blob)
             except ValueError as exc:
                 outbox.send(("log", f"{what} state unreadable; starting empty reason={exc}"))
+    gc_policy.for_streaming()
     while True:
         try:
             kind, value = inbox.recv()
