@@ -160,13 +160,14 @@ def path_getter(path: Path) -> Getter:
 
 
 def union_getter(*paths: Path, transform: Callable[[Any], Any] | None = None) -> Getter:
-    if len(paths) == 1 and transform is None:
-        return path_getter(paths[0])
+    getters = [path_getter(p) for p in paths]
+    if len(getters) == 1 and transform is None:
+        return getters[0]
 
     def get(doc: Any) -> list[Any]:
         out: list[Any] = []
-        for p in paths:
-            out.extend(get_values(doc, p))
+        for g in getters:
+            out.extend(g(doc))
         return [transform(v) for v in out] if transform else out
     return get
 
