@@ -33,6 +33,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from agent.detect.rules import CorrelationSpec
@@ -43,6 +44,12 @@ STATE_VERSION = 1
 _DUE_MARGIN_S = 1e-3
 _PER_RULE = 16  # temporal types: hits kept per referenced rule and group
 ValueLookup = Callable[[str], str | None]
+
+
+@lru_cache(maxsize=4096)
+def _group_key(key: tuple[tuple[str, str], ...]) -> str:
+    """The state's key of a group (JSON, as saved); the same few groups recur on every hit."""
+    return json.dumps(key, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,7 @@ class CorrelationState:
             if value is None:
                 self.counters["missing_value_field"] = self.counters.get("missing_value_field", 0) + 1
                 return []
-        gkey = json.dumps(key, separators=(",", ":"))
+        gkey = _group_key(key)
         group = self.groups.get(gkey)
         if group is None:
             group = self.groups[gkey] = Group()

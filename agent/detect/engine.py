@@ -112,6 +112,11 @@ class Detector:
         self.counters: dict[str, int] = {"events": 0, "alerts": 0, "duplicates_suppressed": 0}
         refs = {c.id: c for c in self.correlations} | {c.name: c for c in self.correlations if c.name}
         self._chained = {refs[r].id for c in self.correlations for r in c.rules if r in refs}
+        # A rule's id and name, as correlations reference it; None when no correlation does.
+        self._refs: dict[int, frozenset[str] | None] = {}
+        for rule in self.rules:
+            names = frozenset(filter(None, (rule.id, rule.name)))
+            self._refs[rule.ordinal] = names if self.engine.interested(names) else None
         self._chain_generate = {refs[r].id for c in self.correlations if c.generate for r in c.rules if r in refs}
 
     # -- construction ----------------------------------------------------------------------------
@@ -175,8 +180,8 @@ class Detector:
                 self._emit(out, Alert(rule.id, rule.title, rule.level, rule.author, rule.license, rule.ruleset,
                                       rule.tags, "match", (eid,), (), iso, iso, 1, nodes,
                                       tuple((k, tuple(v)) for k, v in fields.items())))
-            refs = frozenset(filter(None, (rule.id, rule.name)))
-            if not self.engine.interested(refs):
+            refs = self._refs[rule.ordinal]
+            if refs is None:  # no correlation uses the rule
                 continue
             if t is None:
                 t = event_time(event)
