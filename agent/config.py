@@ -76,6 +76,14 @@ class TailConfig:
 
 
 @dataclass(frozen=True)
+class KeysConfig:
+    epoch_s: int = 86_400
+    """Change the node's signing key (a new epoch) after this many seconds ..."""
+    epoch_batches: int = 100_000
+    """... or after this many sealed batches, whichever comes first; the old private key is erased."""
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     ca: Path | None = None
     """CA bundle that signs the peer's certificate."""
@@ -134,6 +142,7 @@ class AgentConfig:
     tail: TailConfig = field(default_factory=TailConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tls: TlsConfig | None = None
+    keys: KeysConfig = field(default_factory=KeysConfig)
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,10 @@ class AggregatorConfig:
     """Sign a checkpoint after this many new batches ..."""
     checkpoint_interval_s: int = 60
     """... and every this many seconds when new batches arrived (and at shutdown)."""
+    enrollment: str = "pinned"
+    """How a node's first (epoch-0) signing key is trusted: "pinned" (only `<node_id>.pub` in
+    trusted_keys_dir) or "tofu" (needs [tls]: the first key a node presents with a valid client
+    certificate for its node id is pinned into trusted_keys_dir; a different one later is UNKNOWN_KEY)."""
     witness_dir: Path | None = None
     """If set, every signed checkpoint is also written here, one file per checkpoint
     (`<size, 20 digits>.checkpoint`, never overwritten): e.g. a WORM mount that the store's
@@ -351,7 +364,8 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{where}: node_id: must be non-empty without '/' or ':', got {config.node_id!r}")
     if config.key.exists() and not config.key.is_file():
         raise ConfigError(f"{where}: key: {config.key} is not a regular file; point it at the node's .key file")
-    if not config.key.is_file():
+    # Once key epochs began (agent/epochs.py keeps them in SPOOL/node-keys), the enrolled key may be erased.
+    if not config.key.is_file() and not (config.spool_dir / "node-keys" / "state.json").is_file():
         raise ConfigError(f"{where}: key: {config.key} does not exist; create it with "
                           f"`logseal keygen --node-id {config.node_id} --out {config.key.parent}`")
     if isinstance(config.aggregator, list) and not config.aggregator:
@@ -415,6 +429,8 @@ def load_agent_config(path: Path) -> AgentConfig:
     _positive(config.tail.max_line_bytes, f"{where}: tail.max_line_bytes", 1024, 64 << 20)
     _check_tls(config.tls, f"{where}: tls")
     _check_metrics(config.metrics, f"{where}: metrics", aggregator=False)
+    _positive(config.keys.epoch_s, f"{where}: keys.epoch_s", 1)
+    _positive(config.keys.epoch_batches, f"{where}: keys.epoch_batches", 1)
     return config
 
 
@@ -455,6 +471,15 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
     if config.aggregator_key is not None and not config.aggregator_key.is_file():
         raise ConfigError(f"{where}: aggregator_key: file {config.aggregator_key} does not exist (leave the key "
                           "out to have one created in the store)")
+    if config.enrollment not in ("pinned", "tofu"):
+        raise ConfigError(f"{where}: enrollment: {config.enrollment!r} is not \"pinned\" or \"tofu\"")
+    if config.enrollment == "tofu" and config.tls is None:
+        raise ConfigError(f"{where}: enrollment: \"tofu\" needs [tls] (client certificates name the node); "
+                          "add a [tls] table or use \"pinned\"")
+    if config.enrollment == "tofu" and config.store.type == "jetstream":
+        raise ConfigError(f"{where}: enrollment: \"tofu\" pins keys in one aggregator's trusted_keys_dir, which the "
+                          "other aggregators of a jetstream store do not see; use \"pinned\" (same .pub files on "
+                          "every aggregator)")
     if config.witness_dir is not None and config.witness_dir.exists() and not config.witness_dir.is_dir():
         raise ConfigError(f"{where}: witness_dir: {config.witness_dir} is not a directory")
     if config.retention is not None:

@@ -13,7 +13,7 @@ from agent.errors import KeyFileError
 from agent.seal import key_id_of
 
 __all__ = ["key_id_of", "load_or_create_key", "load_private_key", "load_public_key", "load_trusted_keys",
-           "public_pem", "write_keypair"]
+           "public_pem", "write_keypair", "write_private_key"]
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
@@ -30,6 +30,11 @@ def _write_private(path: Path, private: Ed25519PrivateKey) -> None:
         f.write(pem)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_private_key(path: Path, private: Ed25519PrivateKey) -> None:
+    """Write a new private key file: 0600 from the first byte, fsynced, never over an existing file."""
+    _write_private(path, private)
 
 
 def load_or_create_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:

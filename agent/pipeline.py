@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass
 
 from agent.config import DEFAULT_JOURNALCTL, BatchConfig, SourceConfig, TailConfig, stream_name
+from agent.epochs import EpochKeeper
 from agent.errors import SealError
 from agent.journal import JournalReader
 from agent.normalize import Assembler, NormalizeOptions, SourceContext, assembler_for
 from agent.normalize.common import Event, format_timestamp
-from agent.seal import ChainHead, EncodedBatch, Sealer, decode_events, open_payload
+from agent.seal import ChainHead, EncodedBatch, SealedBatch, Sealer, decode_events, open_payload
 from agent.spool import HeldRecord, Spool, SpoolStopped, StreamState
 from agent.tail import Gap, Position, Tailer
 from agent.wire import batch_from_bytes, batch_to_bytes
@@ -55,8 +56,10 @@ class SealWorker:
     A failure here (e.g. the spool disk) stops the agent loudly instead of losing data.
     """
 
-    def __init__(self, sealer: Sealer, spool: Spool, heads: dict[str, ChainHead], depth: int = 2) -> None:
+    def __init__(self, sealer: Sealer, spool: Spool, heads: dict[str, ChainHead], depth: int = 2,
+                 epochs: EpochKeeper | None = None) -> None:
         self.sealer = sealer
+        self.epochs = epochs
         self.spool = spool
         self.heads = heads
         self.batch_bytes = 0
@@ -108,6 +111,13 @@ class SealWorker:
         data = batch_to_bytes(sealed)
         self.spool.append(stream, sealed.header.seq, sealed.batch_hash, job.positions, data, job.held)
         self.heads[stream] = ChainHead(sealed.header.seq, sealed.batch_hash)
+        self.batch_bytes += len(data)
+        if self.epochs is not None:
+            self.epochs.after_seal(self.sealer, self.heads, self._spool_certificate, received_now())
+
+    def _spool_certificate(self, sealed: SealedBatch) -> None:
+        data = batch_to_bytes(sealed)
+        self.spool.append(sealed.header.stream_id, sealed.header.seq, sealed.batch_hash, {}, data, [])
         self.batch_bytes += len(data)
 
 

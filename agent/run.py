@@ -2,7 +2,8 @@
 
 SIGTERM/SIGINT: stop reading, seal and spool the open batches, wait up to
 `ship.shutdown_grace_ms` for their acks, exit 0. What is not acked stays spooled for next start.
-SIGHUP: read the config file again and apply it without losing position (a config that does not
+SIGHUP: read the config file again and apply it without losing position; with [tls], the client
+certificate files are read again too (a new channel) (a config that does not
 load is refused with one logged line and the running config stays). The node id, key and spool
 folder cannot change without a restart.
 
@@ -20,11 +21,13 @@ from pathlib import Path
 from types import FrameType
 
 from agent.config import AgentConfig, SourceConfig, load_agent_config
+from agent.epochs import EpochKeeper
 from agent.errors import ConfigError
-from agent.keys import load_private_key, load_public_key
+from agent.keychain import KEYS_STREAM
+from agent.keys import load_public_key
 from agent.metrics import MetricsServer, Readiness, Registry, register_process_metrics
 from agent.pipeline import SealWorker, StreamPipeline, monotonic, received_now
-from agent.seal import ChainHead, Sealer
+from agent.seal import ChainHead
 from agent.ship import Shipper
 from agent.source_options import normalize_options, redaction_secret
 from agent.spool import Spool
@@ -43,12 +46,18 @@ class Agent:
     def __init__(self, config: AgentConfig, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        node_key = load_private_key(config.key)
-        self.sealer = Sealer(config.node_id, node_key, config.batch.zstd_level)
-        self.secret = redaction_secret(config, node_key)
+        self.epochs = EpochKeeper(config.spool_dir, config.key, config.keys.epoch_s, config.keys.epoch_batches)
         self.spool = Spool(config.spool_dir, config.spool.max_bytes, config.spool.when_full)
-        self.heads: dict[str, ChainHead] = {}
-        self.seal_worker = SealWorker(self.sealer, self.spool, self.heads)
+        # The keys stream is recovered first, so after a restart its certifying batches are sent before
+        # the batches signed at the epochs they certify.
+        keys_head = self.spool.recover(KEYS_STREAM).head
+        self.epochs.recover(keys_head)
+        self.sealer = self.epochs.sealer(config.node_id, config.batch.zstd_level)
+        self.secret = (redaction_secret(config, self.epochs.key) if config.redact_key is not None
+                       else self.epochs.derived_secret(lambda key: redaction_secret(config, key)))
+        self.heads: dict[str, ChainHead] = {KEYS_STREAM: keys_head}
+        self.seal_worker = SealWorker(self.sealer, self.spool, self.heads, epochs=self.epochs)
+        log.info("node key", extra={"epoch": self.epochs.epoch, "boot_counter": self.epochs.boot_counter})
         self.streams = [self._stream(source) for source in config.source]
         self.alarms: list[Alarm] = []
         self._alarm_lock = threading.Lock()
@@ -74,6 +83,7 @@ class Agent:
         pub = load_public_key(config.aggregator_pub) if config.aggregator_pub is not None else None
         self.witness = Witness(config.spool_dir, pub, shipper.prove_consistency, self._raise_alarm)
         shipper.on_checkpoint = self.witness.observe
+        shipper.enrolled_key = self.epochs.enrolled_public
         return shipper
 
     def _raise_alarm(self, alarm: Alarm) -> None:
@@ -184,12 +194,13 @@ class Agent:
         old = {stream.name: stream for stream in self.streams}
         old_config = self.config
         self.config = new
+        self.epochs.epoch_s, self.epochs.epoch_batches = new.keys.epoch_s, new.keys.epoch_batches
         self.streams = []
         for source in new.source:
             self.streams.append(self._stream(source, resume=old.pop(source.name or source.type, None)))
         for gone in old.values():
             gone.close()  # its positions stay in the spool's checkpoint for a later return
-        if (new.aggregator, new.tls, new.ship, new.aggregator_pub) != (
+        if new.tls is not None or (new.aggregator, new.tls, new.ship, new.aggregator_pub) != (
                 old_config.aggregator, old_config.tls, old_config.ship, old_config.aggregator_pub):
             self.shipper.stop()
             self.shipper.join(timeout=10)

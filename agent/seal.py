@@ -8,6 +8,9 @@ Invariants:
   verified signature vouches for every payload byte.
 - Batches of one (node, stream) form a chain: seq starts at 1 and rises by one; `prev_hash` is
   the previous batch's hash (32 zero bytes for seq 1).
+- Version 2 headers add the key epoch, the agent's boot id and counter and, in an epoch's last
+  batch, the next epoch's public key (`next_key`); they hash under their own domain tag. Version 1
+  headers still verify (read-only), so stores written before epochs stay verifiable.
 - Opening never decompresses more than the declared `uncompressed_length` (itself capped), so a
   zstd bomb costs the receiver at most that much memory.
 
@@ -31,11 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.errors import SealError
 from agent.normalize.common import Event, timestamp_to_ns
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions this build reads: 1 (before key epochs) and 2.
+READABLE_VERSIONS = (1, 2)
 ZERO_HASH = bytes(32)
 # Upper bound on one batch's decompressed payload, whatever a header claims.
 MAX_UNCOMPRESSED_BYTES = 64 * 1024 * 1024
-_DOMAIN_TAG = b"logseal-batch-v1\x00"
+_DOMAIN_TAG_V1 = b"logseal-batch-v1\x00"
+_DOMAIN_TAG = b"logseal-batch-v2\x00"
 _READ_CHUNK = 1 << 20
 
 
@@ -52,6 +58,10 @@ class BatchHeader:
     last_event_time_ns: int
     payload_sha256: bytes
     uncompressed_length: int
+    key_epoch: int = 0
+    boot_id: bytes = b""
+    boot_counter: int = 0
+    next_key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,9 @@ class Verdict(enum.Enum):
     REORDERED = "reordered batch"
     FORKED = "forked chain"
     IDENTITY_MISMATCH = "node id differs from the client certificate's"
+    KEY_EPOCH_MISUSE = "key-epoch misuse"
+    # Signed at an epoch the receiver has not seen certified yet: retryable (the certifying batch comes first).
+    KEY_EPOCH_PENDING = "key epoch not yet certified"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +155,9 @@ def _lp(data: bytes) -> bytes:
 
 
 def canonical_header_bytes(h: BatchHeader) -> bytes:
-    return b"".join(
+    base = b"".join(
         (
-            _DOMAIN_TAG,
+            _DOMAIN_TAG_V1 if h.version == 1 else _DOMAIN_TAG,
             struct.pack(">I", h.version),
             _lp(h.node_id.encode()),
             _lp(h.stream_id.encode()),
@@ -158,6 +171,9 @@ def canonical_header_bytes(h: BatchHeader) -> bytes:
             struct.pack(">Q", h.uncompressed_length),
         )
     )
+    if h.version == 1:
+        return base
+    return base + struct.pack(">Q", h.key_epoch) + _lp(h.boot_id) + struct.pack(">Q", h.boot_counter) + _lp(h.next_key)
 
 
 def batch_hash(header: BatchHeader) -> bytes:
@@ -179,14 +195,28 @@ def event_id(node_id: str, stream_id: str, seq: int, index: int) -> str:
     return f"{node_id}:{stream_id}:{seq}:{index}"
 
 
-class Sealer:
-    """Seals batches for one node: holds its signing key and a reusable zstd context."""
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
-    def __init__(self, node_id: str, signing_key: Ed25519PrivateKey, zstd_level: int = 3) -> None:
+
+class Sealer:
+    """Seals batches for one node: holds its signing key (of one epoch) and a reusable zstd context."""
+
+    def __init__(self, node_id: str, signing_key: Ed25519PrivateKey, zstd_level: int = 3, *, key_epoch: int = 0,
+                 boot_id: bytes = b"", boot_counter: int = 0) -> None:
         self.node_id = node_id
         self._key = signing_key
         self.key_id = key_id_of(signing_key.public_key())
+        self.key_epoch = key_epoch
+        self.boot_id = boot_id
+        self.boot_counter = boot_counter
         self._compressor = zstandard.ZstdCompressor(level=zstd_level, write_checksum=True)
+
+    def switch_key(self, signing_key: Ed25519PrivateKey, key_epoch: int) -> None:
+        """Sign from now on with the key of `key_epoch`; the old key object is no longer referenced here."""
+        self._key = signing_key
+        self.key_id = key_id_of(signing_key.public_key())
+        self.key_epoch = key_epoch
 
     def encode(self, stream_id: str, seq: int, events: Sequence[Event]) -> EncodedBatch:
         """First half of sealing (CPU in Python): give each event its `event.id`, serialize."""
@@ -205,8 +235,11 @@ class Sealer:
             last_event_time_ns=timestamp_to_ns(last) if last else 0,
         )
 
-    def seal_encoded(self, head: ChainHead, batch: EncodedBatch) -> SealedBatch:
-        """Second half (mostly outside the GIL): compress, hash, chain to `head`, sign."""
+    def seal_encoded(self, head: ChainHead, batch: EncodedBatch, next_key: Ed25519PublicKey | None = None
+                     ) -> SealedBatch:
+        """Second half (mostly outside the GIL): compress, hash, chain to `head`, sign.
+
+        `next_key`: this batch is the epoch's last and certifies the next epoch's public key."""
         if batch.seq != head.seq + 1:
             raise SealError(f"stream {batch.stream_id}: batch seq {batch.seq} does not follow head {head.seq}")
         payload = self._compressor.compress(batch.body)
@@ -222,6 +255,10 @@ class Sealer:
             last_event_time_ns=batch.last_event_time_ns,
             payload_sha256=hashlib.sha256(payload).digest(),
             uncompressed_length=len(batch.body),
+            key_epoch=self.key_epoch,
+            boot_id=self.boot_id,
+            boot_counter=self.boot_counter,
+            next_key=raw_public(next_key) if next_key is not None else b"",
         )
         digest = batch_hash(header)
         return SealedBatch(header=header, payload=payload, signature=self._key.sign(digest), batch_hash=digest)
@@ -241,10 +278,15 @@ class Opened:
 
 def verify_signature(batch: SealedBatch, keyring: Keyring) -> Finding:
     h = batch.header
-    if h.version != FORMAT_VERSION:
-        return Finding(Verdict.UNSUPPORTED_VERSION, f"version {h.version}, this build reads {FORMAT_VERSION}")
+    if h.version not in READABLE_VERSIONS:
+        return Finding(Verdict.UNSUPPORTED_VERSION, f"version {h.version}, this build reads "
+                                                    f"{', '.join(map(str, READABLE_VERSIONS))}")
     if len(h.prev_hash) != 32 or len(h.payload_sha256) != 32 or h.seq < 1:
         return Finding(Verdict.MALFORMED, "prev_hash and payload_sha256 must be 32 bytes and seq >= 1")
+    if h.version == 1 and (h.key_epoch or h.boot_id or h.boot_counter or h.next_key):
+        return Finding(Verdict.MALFORMED, "a version 1 header carries version 2 fields")
+    if h.next_key and len(h.next_key) != 32:
+        return Finding(Verdict.MALFORMED, "next_key must be a raw 32-byte Ed25519 public key")
     node_keys = keyring.get(h.node_id)
     if node_keys is None:
         return Finding(Verdict.UNKNOWN_NODE, f"node {h.node_id!r} has no enrolled key")

@@ -26,7 +26,7 @@ import grpc
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.config import ShipConfig, TlsConfig
 from agent.spool import BatchKey, Spool
-from agent.wire import CONSISTENCY_METHOD, INGEST_STREAM_METHOD
+from agent.wire import CONSISTENCY_METHOD, ENROLLED_KEY_METADATA, INGEST_STREAM_METHOD
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ class Shipper(threading.Thread):
         self._channel: grpc.Channel | None = None
         # Called (on this thread) with each checkpoint an ack shows: the node witnesses the log.
         self.on_checkpoint = on_checkpoint
+        # The node's enrolled public key (raw), presented on each stream for trust-on-first-use enrolment.
+        self.enrolled_key = b""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -179,7 +181,8 @@ class Shipper(threading.Thread):
         try:
             stream = channel.stream_stream(INGEST_STREAM_METHOD, request_serializer=None,
                                            response_deserializer=pb.Ack.FromString)
-            call = stream(session.requests(), wait_for_ready=False)
+            metadata = ((ENROLLED_KEY_METADATA, self.enrolled_key.hex()),) if self.enrolled_key else None
+            call = stream(session.requests(), wait_for_ready=False, metadata=metadata)
             self._call = call
             for ack in call:
                 self.stats.connected = True
@@ -197,8 +200,10 @@ class Shipper(threading.Thread):
                     progressed = True
                     continue
                 self.stats.rejected += 1
-                log.error("aggregator rejected a batch; it stays spooled and will be resent",
-                          extra={"stream": ack.stream_id, "seq": ack.seq, "verdict": ack.verdict, "reason": ack.reason})
+                # KEY_EPOCH_PENDING: its epoch's certifying batch is not in yet; routine, resent shortly.
+                level = logging.INFO if ack.verdict == "KEY_EPOCH_PENDING" else logging.ERROR
+                log.log(level, "aggregator rejected a batch; it stays spooled and will be resent",
+                        extra={"stream": ack.stream_id, "seq": ack.seq, "verdict": ack.verdict, "reason": ack.reason})
                 call.cancel()
                 break
         except grpc.RpcError as exc:

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from agent.errors import SpoolCorrupt
+from agent.keychain import KEYS_STREAM
 from agent.normalize.assemble import HeldLine
 from agent.seal import GENESIS, ChainHead
 from agent.tail import Position
@@ -317,7 +318,7 @@ class Spool:
             self._lock.wait(0.5)
             return
         for key, entry in self._pending.items():
-            if not entry.dropped:
+            if not entry.dropped and key[0] != KEYS_STREAM:  # a key epoch's certificate is never dropped
                 self._drop_payload(key, entry)
                 return
         self._lock.wait(0.5)  # every pending batch is already a header: wait for acks

@@ -51,6 +51,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "spool": {"bytes": spool.bytes_used, "limit_bytes": spool.max_bytes, "batches": spool.pending_count(),
                   "oldest_unacked_age_s": spool.oldest_pending_age(), "counters": dict(spool.counters)},
         "reloads": dict(agent.reloads),
+        "key_epoch": agent.epochs.epoch,
+        "boot_counter": agent.epochs.boot_counter,
         "streams": streams,
     }
 
@@ -79,6 +81,8 @@ def format_status(status: dict[str, Any], now: float) -> str:
     lines.append(f"acks: stored {acks['stored']}, duplicate {acks['duplicate']}, rejected {acks['rejected']}; "
                  f"sent {status['batches_sent']}, reconnects {status['reconnects']}; last ack "
                  + (f"{now - last:.0f}s ago" if last else "never"))
+    if "key_epoch" in status:
+        lines.append(f"signing key: epoch {status['key_epoch']}, boot {status['boot_counter']}")
     spool = status["spool"]
     lines.append(f"spool: {spool['batches']} batches, {spool['bytes']} of {spool['limit_bytes']} bytes, oldest "
                  f"unacked {spool['oldest_unacked_age_s']:.0f}s; {spool['counters'] or 'no drops'}")
@@ -121,6 +125,7 @@ def register_agent_metrics(registry: Registry, agent: Agent) -> None:
     last_ack = registry.gauge("logseal_agent_last_ack_timestamp_seconds", "Unix time of the last ack.")
     quarantined = registry.counter("logseal_agent_quarantined_total", "Spool records quarantined.")
     reloads = registry.counter("logseal_agent_reloads_total", "SIGHUP reloads.", ["result"])
+    key_epoch = registry.gauge("logseal_agent_key_epoch", "The node signing key's current epoch.")
 
     def collect() -> None:
         status = agent_status(agent)
@@ -155,5 +160,6 @@ def register_agent_metrics(registry: Registry, agent: Agent) -> None:
         quarantined.labels().mirror(spool["counters"].get("quarantined", 0))
         for result, value in status["reloads"].items():
             reloads.labels(result).mirror(value)
+        key_epoch.set(status["key_epoch"])
 
     registry.on_collect(collect)

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
+from agent.archive import match_archive
+
 log = logging.getLogger(__name__)
 
 FINGERPRINT_BYTES = 256
@@ -159,6 +161,7 @@ class Tailer:
         # was stopped): their unread rest is taken from the rotated copy when one turns up.
         self._orphans: dict[str, Position] = {}
         self._orphaned_at: dict[str, int] = {}
+        self._truncated_orphans: set[str] = set()
         self._scans = 0
         self.gaps: list[Gap] = []
         self.counters: dict[str, int] = {}
@@ -209,7 +212,7 @@ class Tailer:
 
     def _settle_unclaimed(self) -> None:
         """Saved positions no glob led back to, and truncated files whose copy never turned up, once
-        every rotated copy has had its chance: drain what is still on disk, and say what may be lost."""
+        every rotated copy has had its chance: drain what is still on disk, and say what was lost."""
         for key, saved in list(self._resume.items()):
             try:
                 st = os.stat(saved.path)
@@ -218,21 +221,65 @@ class Tailer:
             except OSError:
                 pass
             del self._resume[key]
-            if self._reopen_retired(saved):
-                continue
-            if saved.offset >= saved.size and not self._replaced_live_file(saved):
-                self._count("files_gone_drained")  # read to its end and removed (a rotated file): nothing left
-                continue
-            self._count("files_gone_unread")
-            self._gap_unknown(saved, "file gone while the agent was stopped (deleted, or rotated out of the "
-                                     "globs and compressed)")
+            if not self._reopen_retired(saved):
+                self._settle_lost(saved, "file gone while the agent was stopped")
         for key in [k for k, at in self._orphaned_at.items() if self._scans - at >= COPY_WAIT_SCANS]:
             del self._orphaned_at[key]
-            if key in self._orphans:
-                self._gap_unknown(self._orphans.pop(key), "file truncated or replaced while the agent was stopped, "
-                                                          "and no rotated copy was found")
+            if key not in self._orphans:
+                continue  # adopted by its rotated copy
+            saved = self._orphans.pop(key)
+            if key in self._truncated_orphans:
+                self._truncated_orphans.discard(key)
+                if not self._settled_by_archive(saved, "file truncated while the agent was stopped"):
+                    self._gap_unknown(saved, "file truncated while the agent was stopped, and no rotated copy "
+                                             "was found")
+            else:  # its inode now holds another file: the file itself is gone
+                self._settle_lost(saved, "file gone while the agent was stopped (its inode holds another file)",
+                                  inode_reused=True)
 
-    def _replaced_live_file(self, saved: Position) -> bool:
+    def _settle_lost(self, saved: Position, what: str, inode_reused: bool = False) -> None:
+        """A file gone before its saved position was known to be its end: a gap says what was lost,
+        exactly when its compressed archive or its last known size tells."""
+        if self._settled_by_archive(saved, what):
+            return
+        if saved.size and saved.offset < saved.size:
+            self._count("files_gone_unread")
+            self._gap_unknown(saved, what)
+            return
+        self._count("files_gone_drained")
+        if saved.size and self._replaced_live_file(saved, inode_reused):
+            # Read to its end when the agent stopped; whether its writer appended before it was rotated
+            # away cannot be known without the rotated file. Said here, not sealed as a loss.
+            log.warning("a live file was rotated away while the agent was stopped and its rotated file is gone; "
+                        "lines appended after the agent stopped, if any, were not read",
+                        extra={"path": saved.path, "read_to": saved.offset})
+        elif not saved.size:
+            self._gap_unknown(saved, what)  # saved by an older agent: how far the file went is unknown
+
+    def _settled_by_archive(self, saved: Position, what: str) -> bool:
+        folders = sorted({os.path.dirname(saved.path)} | {os.path.dirname(p) for p in self._patterns})
+        for path, st in _regular_files(folders):
+            if st.st_size == 0 or f"{st.st_dev}:{st.st_ino}" in self._cursors:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    magic = f.read(8)
+            except OSError:
+                continue
+            found = match_archive(path, magic, saved.head_len, saved.head, saved.offset, saved.tail, fingerprint)
+            if found is None:
+                continue
+            self._count("files_found_archived")
+            if found.length > saved.offset:
+                self.gaps.append(Gap(saved.path, saved.offset, found.length,
+                                     f"{what}; its rest was compressed into {found.path} before it was read"))
+                log.warning("a file was compressed away before it was read to its end; bytes lost",
+                            extra={"path": saved.path, "archive": found.path, "from": saved.offset,
+                                   "to": found.length})
+            return True
+        return False
+
+    def _replaced_live_file(self, saved: Position, inode_reused: bool) -> bool:
         """Was this the live file of its log, now replaced by a file we never saw (rotated away while the
         agent was stopped)? Then lines its writer appended after the agent stopped went with it."""
         if saved.origin not in ("", saved.path):
@@ -241,7 +288,7 @@ class Tailer:
             st = os.stat(saved.path)
         except OSError:
             return False  # removed, not replaced: a rotated file's end of life
-        return f"{st.st_dev}:{st.st_ino}" not in self._saved_keys
+        return inode_reused or f"{st.st_dev}:{st.st_ino}" not in self._saved_keys
 
     def _matched(self, path: str) -> bool:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self._patterns) or path in self._matches()
@@ -358,6 +405,7 @@ class Tailer:
                         extra={"path": path, "saved": resume.offset, "size": size})
             self._orphans[key] = resume
             self._orphaned_at[key] = self._scans
+            self._truncated_orphans.add(key)
             return 0
         return resume.offset
 

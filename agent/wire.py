@@ -11,6 +11,8 @@ from agent.seal import BatchHeader, SealedBatch, batch_hash
 
 INGEST_STREAM_METHOD = "/logseal.v1.Ingest/Stream"
 CONSISTENCY_METHOD = "/logseal.v1.Ingest/Consistency"
+# Stream metadata: the node's enrolled (epoch-0) public key, raw hex, for trust-on-first-use enrolment.
+ENROLLED_KEY_METADATA = "logseal-enrolled-key"
 
 
 class WireError(ValueError):
@@ -32,6 +34,10 @@ def batch_to_bytes(batch: SealedBatch) -> bytes:
             last_event_time_ns=h.last_event_time_ns,
             payload_sha256=h.payload_sha256,
             uncompressed_length=h.uncompressed_length,
+            key_epoch=h.key_epoch,
+            boot_id=h.boot_id,
+            boot_counter=h.boot_counter,
+            next_key=h.next_key,
         ),
         payload=batch.payload,
         signature=batch.signature,
@@ -61,6 +67,10 @@ def batch_from_bytes(raw: bytes) -> SealedBatch:
         last_event_time_ns=m.last_event_time_ns,
         payload_sha256=m.payload_sha256,
         uncompressed_length=m.uncompressed_length,
+        key_epoch=m.key_epoch,
+        boot_id=m.boot_id,
+        boot_counter=m.boot_counter,
+        next_key=m.next_key,
     )
     return SealedBatch(header=header, payload=message.payload, signature=message.signature,
                        batch_hash=batch_hash(header), payload_dropped=message.payload_dropped)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from agent.tail import COPY_WAIT_SCANS, Position, Tailer
 
@@ -256,16 +259,16 @@ def test_a_path_replaced_by_a_directory_is_skipped_and_others_go_on(tmp_path: Pa
     assert t.counters["skipped_not_regular"] == 1
 
 
-def test_a_live_file_rotated_and_compressed_away_while_stopped_is_a_gap_of_unknown_size(
+def test_a_live_file_rotated_and_compressed_away_while_stopped_is_an_exact_gap_read_off_the_archive(
         tmp_path: Path, tailers: list[Tailer]) -> None:
-    """Its writer may have appended after the agent stopped, and those lines went into the archive."""
+    """Its writer appended after the agent stopped, and those lines went into the archive: the archive,
+    read decompressed, says exactly which bytes were not read."""
     log = tmp_path / "a.log"
     write(log, range(10))
     t = tailer(tailers, log)
     assert len(drain(t)) == 10
     saved = t.positions()
     t.close()
-    read_to = log_size_of(range(10))
     write(log, range(10, 12))
     with log.open("rb") as src, gzip.open(tmp_path / "a.log.1.gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
@@ -274,4 +277,43 @@ def test_a_live_file_rotated_and_compressed_away_while_stopped_is_a_gap_of_unkno
     after = tailer(tailers, log, saved)
     assert drain(after, scans=COPY_WAIT_SCANS) == [line(i) for i in range(12, 14)]
     (gap,) = after.take_gaps()
-    assert (gap.path, gap.start, gap.end) == (str(log), read_to, read_to) and "unknown" in gap.reason
+    assert (gap.path, gap.start, gap.end) == (str(log), log_size_of(range(10)), log_size_of(range(12)))
+    assert "a.log.1.gz" in gap.reason
+
+
+@pytest.mark.parametrize("compress", ["gzip", "xz", "zstd", "bzip2"])
+def test_a_file_read_to_its_end_then_compressed_away_while_stopped_is_no_loss(
+        tmp_path: Path, tailers: list[Tailer], compress: str) -> None:
+    log = tmp_path / "a.log"
+    write(log, range(10))
+    t = tailer(tailers, log)
+    assert len(drain(t)) == 10
+    saved = t.positions()
+    t.close()
+    data = log.read_bytes()
+    packed = {"gzip": gzip.compress, "xz": lzma.compress, "bzip2": bz2.compress,
+              "zstd": zstandard.ZstdCompressor().compress}[compress](data)
+    (tmp_path / "a.log.1.packed").write_bytes(packed)
+    log.unlink()
+    write(log, range(10, 12))
+    after = tailer(tailers, log, saved)
+    assert drain(after, scans=COPY_WAIT_SCANS) == [line(i) for i in range(10, 12)]
+    assert after.take_gaps() == []
+    assert after.counters["files_found_archived"] == 1
+
+
+def test_a_live_file_read_to_its_end_and_deleted_while_stopped_is_logged_not_sealed(
+        tmp_path: Path, tailers: list[Tailer], caplog: pytest.LogCaptureFixture) -> None:
+    """Whether its writer appended after the agent stopped cannot be known: a warning, no gap record."""
+    log = tmp_path / "a.log"
+    write(log, range(10))
+    t = tailer(tailers, log)
+    assert len(drain(t)) == 10
+    saved = t.positions()
+    t.close()
+    log.unlink()
+    write(log, range(10, 12))
+    after = tailer(tailers, log, saved)
+    assert drain(after, scans=COPY_WAIT_SCANS) == [line(i) for i in range(10, 12)]
+    assert after.take_gaps() == []
+    assert any("rotated away while the agent was stopped" in r.getMessage() for r in caplog.records)

@@ -13,12 +13,17 @@ Layout of stream S (subjects) and its key-value bucket `S-state` (keys):
   extends it by compare-and-set over all batch messages since `sseq` (its own and others').
 - `log` = {origin, pub}: the log's name and checkpoint key, fixed by the first aggregator.
 - `key.<node>.<key id>`: node public keys (PEM), for offline `verify --jetstream`.
+- `epochs.<node>` = {epoch: {key, ends, how, detail, ns}}: the node's key epochs (aggregator/epochs.py),
+  created at enrolment and extended by compare-and-set after the certifying batch is published.
+- `boot.<node>.<counter>` = {boot_id, ns}: each boot, created (create-only) before the publish of its
+  first batch, so two aggregators cannot both take one boot counter under two boot ids.
 - `S.checkpoint`: signed checkpoints; `S.rejection`: rejected batches (JSON); `S.equivocation.…`:
   a second, different signed batch for a stored seq, kept as evidence.
 
 Crash between publish and the compare-and-set: the batch is in the stream, the KV one step
 behind. The next publish on that chain fails its expected-sequence check (or is a dedup hit), the
-writer reconciles the head from the subject's last message and verifies again (the resend is then
+writer reconciles the head from the subject's last message (recording the boot and the key epoch
+that message brings, which were written before the head) and verifies again (the resend is then
 a duplicate); the Merkle state catches up at the next append by any aggregator, since it is
 always extended over every batch message up to the appender's own. Names not made of letters,
 digits, '_' and '-' are written as '=' and their UTF-8 hex in subjects and keys.
@@ -33,6 +38,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
@@ -49,10 +55,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.kv import KeyValue
 
 from agent import merkle
+from agent.aggregator.epochs import Boot, EpochRecord, EpochRecords, cert_record
 from agent.aggregator.index_rows import IndexRow
 from agent.aggregator.store_api import ChainMoved, StoreUnavailable
 from agent.errors import StoreError
-from agent.seal import GENESIS, ChainHead, SealedBatch
+from agent.keychain import read_cert
+from agent.seal import GENESIS, BatchHeader, ChainHead, Finding, SealedBatch, open_payload
 from agent.wire import WireError, batch_from_bytes
 
 log = logging.getLogger(__name__)
@@ -119,6 +127,14 @@ class Names:
     @staticmethod
     def key_key(node: str, key_id: str) -> str:
         return f"key.{token(node)}.{token(key_id)}"
+
+    @staticmethod
+    def epochs_key(node: str) -> str:
+        return f"epochs.{token(node)}"
+
+    @staticmethod
+    def boot_key(node: str, counter: int) -> str:
+        return f"boot.{token(node)}.{counter}"
 
 
 MERKLE_KEY = "merkle"
@@ -229,6 +245,19 @@ def _merkle_value(state: merkle.MerkleState, sseq: int) -> bytes:
     return orjson.dumps({"size": state.size, "sseq": sseq, "state": state.to_bytes().hex()})
 
 
+def _epoch_doc(record: EpochRecord) -> dict[str, Any]:
+    return {"key": record.public_key.hex(), "ends": dict(record.ends), "how": record.how, "detail": record.detail,
+            "ns": time.time_ns()}
+
+
+def parse_epochs(value: bytes) -> list[EpochRecord]:
+    """The records of an `epochs.<node>` entry, in epoch order."""
+    doc = orjson.loads(value)
+    return [EpochRecord(int(epoch), bytes.fromhex(item["key"]), {str(k): int(v) for k, v in item["ends"].items()},
+                        str(item["how"]), str(item["detail"]))
+            for epoch, item in sorted(doc.items(), key=lambda kv: int(kv[0]))]
+
+
 def parse_merkle(value: bytes) -> tuple[merkle.MerkleState, int]:
     doc = orjson.loads(value)
     state = merkle.MerkleState.from_bytes(bytes.fromhex(doc["state"]))
@@ -321,6 +350,7 @@ class JetStreamLog:
         batch = batch_from_bytes(last.data)
         log.warning("chain head was behind the stream (a writer stopped between publish and head update); "
                     "reconciled", extra={"node": node, "stream": stream, "seq": batch.header.seq})
+        await self._records_of(batch)
         self._remember(node, stream, batch.header.seq, batch.batch_hash)
         head = await self._set_head(node, stream, batch.header.seq, batch.batch_hash, last.seq)
         await self.advance_merkle(last.seq)
@@ -353,8 +383,79 @@ class JetStreamLog:
                 hi = mid - 1
         return None
 
-    async def append(self, raw: bytes, batch: SealedBatch) -> int:
+    async def _records_of(self, batch: SealedBatch) -> None:
+        """Record the boot and key epoch a stored batch brings (after a writer stopped before it did)."""
         h = batch.header
+        if h.version < 2:
+            return
+        if not await self.claim_boot(h.node_id, Boot(h.boot_counter, h.boot_id)):
+            log.error("a stored batch names a boot counter the bucket holds under another boot id",
+                      extra={"node": h.node_id, "stream": h.stream_id, "seq": h.seq, "boot_counter": h.boot_counter})
+        if h.next_key and not batch.payload_dropped:
+            opened = open_payload(batch)
+            cert = read_cert(h, opened.body) if opened.body is not None else None
+            if cert is not None and not isinstance(cert, Finding):
+                await self.add_epoch(h.node_id, cert_record(cert, f"{h.stream_id}#{h.seq}"))
+
+    async def epoch_records(self, node: str) -> list[EpochRecord]:
+        value, _ = await self._kv_get(Names.epochs_key(node))
+        return [] if value is None else parse_epochs(value)
+
+    async def enrol(self, node: str, record: EpochRecord) -> bool:
+        try:
+            await self.kv.create(Names.epochs_key(node), orjson.dumps({str(record.epoch): _epoch_doc(record)}))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def add_epoch(self, node: str, record: EpochRecord) -> None:
+        """Add a certified epoch by compare-and-set (a no-op when it is there already)."""
+        key = Names.epochs_key(node)
+        while True:
+            value, rev = await self._kv_get(key)
+            doc: dict[str, Any] = {} if value is None else orjson.loads(value)
+            held = doc.get(str(record.epoch))
+            if held is not None:
+                if held["key"] != record.public_key.hex():
+                    log.error("the bucket holds another key for this epoch; the stream's certifying batches "
+                              "decide (verify --jetstream)", extra={"node": node, "epoch": record.epoch})
+                return
+            doc[str(record.epoch)] = _epoch_doc(record)
+            try:
+                if rev is None:
+                    await self.kv.create(key, orjson.dumps(doc))
+                else:
+                    await self.kv.update(key, orjson.dumps(doc), last=rev)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            return
+
+    async def boot(self, node: str, counter: int) -> Boot | None:
+        value, _ = await self._kv_get(Names.boot_key(node, counter))
+        return None if value is None else Boot(counter, bytes.fromhex(orjson.loads(value)["boot_id"]))
+
+    async def claim_boot(self, node: str, boot: Boot) -> bool:
+        """Record the boot unless its counter is taken; False when it is taken under another boot id."""
+        try:
+            await self.kv.create(Names.boot_key(node, boot.counter),
+                                 orjson.dumps({"boot_id": boot.boot_id.hex(), "ns": time.time_ns()}))
+            return True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            held = await self.boot(node, boot.counter)
+            return held is None or held.boot_id == boot.boot_id
+
+    async def head_header(self, node: str, stream: str) -> BatchHeader | None:
+        try:
+            last = await self.js.get_last_msg(self.names.stream, self.names.batch_subject(node, stream))
+        except nats.js.errors.NotFoundError:
+            return None
+        return None if last.data is None else batch_from_bytes(last.data).header
+
+    async def append(self, raw: bytes, batch: SealedBatch, epochs: EpochRecords | None = None) -> int:
+        h = batch.header
+        for boot in epochs.boots if epochs is not None else ():
+            if not await self.claim_boot(h.node_id, boot):  # before the publish: one boot id per counter
+                raise ChainMoved(f"{h.node_id}: boot {boot.counter} was stored meanwhile under another boot id")
         head = await self.head(h.node_id, h.stream_id)
         headers = {MSG_ID: _msg_id(h.node_id, h.stream_id, h.seq), EXPECTED_LAST_SUBJECT_SEQ: str(head.sseq)}
         try:
@@ -369,6 +470,8 @@ class JetStreamLog:
             await self.reconcile(h.node_id, h.stream_id)
             raise ChainMoved(f"{h.node_id}/{h.stream_id}#{h.seq} is already in the stream")
         self._remember(h.node_id, h.stream_id, h.seq, batch.batch_hash)
+        if epochs is not None and epochs.certified is not None:  # before the head: see reconcile
+            await self.add_epoch(h.node_id, epochs.certified)
         await self._set_head(h.node_id, h.stream_id, h.seq, batch.batch_hash, ack.seq)
         return await self.advance_merkle(ack.seq, own=merkle.leaf_hash(batch.batch_hash))
 
@@ -515,10 +618,29 @@ class JetStreamStore:
         after = self._run(self.log.reconcile(node, stream))
         return before is None or (before.seq, before.sseq) != (after.seq, after.sseq)
 
-    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow]) -> int:
-        """Publish, then CAS the head and the Merkle state; returns the leaf index + 1. The query
-        index is the batch itself (its payload), so `rows` are not kept apart."""
-        return self._run(self.log.append(raw, batch)) + 1
+    @property
+    def shared(self) -> bool:
+        """Several aggregators write the stream: heads and epochs read here may be stale."""
+        return True
+
+    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow],
+               epochs: EpochRecords | None = None) -> int:
+        """Claim the batch's boot, publish, record the epoch it certifies, then CAS the head and the
+        Merkle state; returns the leaf index + 1. The query index is the batch itself (its payload),
+        so `rows` are not kept apart."""
+        return self._run(self.log.append(raw, batch, epochs)) + 1
+
+    def epoch_records(self, node: str) -> list[EpochRecord]:
+        return self._run(self.log.epoch_records(node))
+
+    def enrol(self, node: str, record: EpochRecord) -> bool:
+        return self._run(self.log.enrol(node, record))
+
+    def boot(self, node: str, counter: int) -> Boot | None:
+        return self._run(self.log.boot(node, counter))
+
+    def head_header(self, node: str, stream: str) -> BatchHeader | None:
+        return self._run(self.log.head_header(node, stream))
 
     def record_equivocation(self, peer: str, raw: bytes, batch: SealedBatch, stored_hash: bytes) -> bool:
         h = batch.header

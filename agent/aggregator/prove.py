@@ -15,6 +15,7 @@ from agent import merkle
 from agent.aggregator.store import connect_index, read_record
 from agent.bundle import BundleError, build_bundle
 from agent.errors import LogsealError, StoreError
+from agent.keychain import KEYS_STREAM
 
 
 def parse_event_id(event_id: str) -> tuple[str, str, int, int]:
@@ -56,17 +57,23 @@ def prove_event(store_dir: Path, event_id: str) -> dict[str, Any]:
         _refuse_if_deleted(db, event_id, segment)
         leaves = [merkle.leaf_hash(bytes(h)) for (h,) in
                   db.execute("SELECT hash FROM batches WHERE id <= ? ORDER BY id", (size,))]
+        certificates = db.execute("SELECT segment, offset, length FROM batches WHERE node=? AND stream=? AND id <= ? "
+                                  "ORDER BY seq", (node, KEYS_STREAM, size)).fetchall()
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the index of {store_dir}: {exc}") from None
     finally:
         db.close()
     try:
         batch_bytes = read_record(store_dir / "segments" / segment, offset, length)
+        chain = [read_record(store_dir / "segments" / str(s), int(o), int(n)) for s, o, n in certificates
+                 if (store_dir / "segments" / str(s)).exists()]
+        if len(chain) != len(certificates):
+            chain = []  # retention deleted a certificate: the chain cannot be shown from epoch 0
     except OSError as exc:
         raise StoreError(f"cannot read segment {segment}: {exc.strerror}") from None
     keys = [p.read_text() for p in sorted((store_dir / "keys").glob(f"{node}.*.pub"))]
     try:
         return build_bundle({"event": {"id": event_id}}, batch_bytes, keys, batch_id - 1, size,
-                            merkle.inclusion_proof(leaves, batch_id - 1, size), note)
+                            merkle.inclusion_proof(leaves, batch_id - 1, size), note, chain)
     except BundleError as exc:
         raise LogsealError(f"event {event_id}: {exc}") from None

@@ -6,7 +6,8 @@ the agent signed and sent. Store work runs on one worker thread: ingest is singl
 Hostile clients cannot take it down: messages are size-limited, the number of streams is bounded
 (more get RESOURCE_EXHAUSTED), a stream that sends nothing for `limits.stream_idle_timeout_s` is
 closed, dead connections are found by keepalive pings, and garbage is rejected per message.
-SIGHUP reloads the enrolled node keys. The standard gRPC health service answers on the gRPC port
+SIGHUP reloads the enrolled node keys and, with [tls], the server certificate, key and CA
+(new connections use them; aggregator/tls_reload.py). The standard gRPC health service answers on the gRPC port
 and, alone and in plaintext, on `[metrics] grpc_health_listen` (for the kubelet's probe).
 
 With [tls], each batch's node id must be the node id of the client certificate of its stream (read
@@ -41,6 +42,7 @@ from agent.aggregator.jetstream_checkpoints import JetStreamCheckpointer
 from agent.aggregator.retention import RetentionService
 from agent.aggregator.retention_policy import policy_from
 from agent.aggregator.store import Store
+from agent.aggregator.tls_reload import ServerCertificates
 from agent.certs import CertError, node_id_from_cert
 from agent.config import AggregatorConfig
 from agent.detect.baseline import BaselineConfig
@@ -48,22 +50,11 @@ from agent.errors import LogsealError
 from agent.keys import load_trusted_keys
 from agent.metrics import MetricsServer, Readiness, Registry, register_process_metrics
 from agent.seal import keyring_from
+from agent.wire import ENROLLED_KEY_METADATA
 
 log = logging.getLogger(__name__)
 
 SERVICE = "logseal.v1.Ingest"
-
-
-def server_credentials(config: AggregatorConfig) -> grpc.ServerCredentials | None:
-    tls = config.tls
-    if tls is None:
-        return None
-    assert tls.ca and tls.cert and tls.key
-    return grpc.ssl_server_credentials(
-        [(tls.key.read_bytes(), tls.cert.read_bytes())],
-        root_certificates=tls.ca.read_bytes(),
-        require_client_auth=True,
-    )
 
 
 def peer_node_id(context: grpc.aio.ServicerContext) -> str | None:
@@ -75,6 +66,17 @@ def peer_node_id(context: grpc.aio.ServicerContext) -> str | None:
         return node_id_from_cert(pems[0])
     except CertError:
         return None
+
+
+def presented_key(context: grpc.aio.ServicerContext) -> bytes:
+    """The enrolled public key the agent presents on its stream (metadata `logseal-enrolled-key`, hex)."""
+    for item in context.invocation_metadata() or ():
+        if item.key == ENROLLED_KEY_METADATA and isinstance(item.value, str):
+            try:
+                return bytes.fromhex(item.value)
+            except ValueError:
+                return b""
+    return b""
 
 
 class Aggregator:
@@ -94,7 +96,9 @@ class Aggregator:
                                          baselines=BaselineConfig() if config.detect.baselines else None)
                           if config.detect.rules or config.detect.baselines else None)
         self.ingestor = Ingestor(self.store, keyring_from(keys), self.detection, checkpointer=self.checkpointer,
-                                 bind_identity=config.tls is not None)
+                                 bind_identity=config.tls is not None, enrollment=config.enrollment,
+                                 trusted_keys_dir=config.trusted_keys_dir)
+        self.certificates = ServerCertificates(config.tls) if config.tls is not None else None
         retention = config.retention
         self.retention = RetentionService(
             self.store.db, config.store_dir,
@@ -114,6 +118,7 @@ class Aggregator:
         loop = asyncio.get_running_loop()
         peer = context.peer()
         cert_node = peer_node_id(context) if self.config.tls is not None else None
+        presented = presented_key(context)
         idle = self.config.limits.stream_idle_timeout_s
         iterator = requests.__aiter__()
         self.streams_open += 1
@@ -129,7 +134,8 @@ class Aggregator:
                     return
                 started = time.monotonic()
                 try:
-                    ack = await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer, cert_node)
+                    ack = await loop.run_in_executor(self._worker, self.ingestor.handle, raw, peer, cert_node,
+                                                     presented)
                 except OSError as exc:
                     self.store_writable = False
                     log.error("store write failed; the batch is not acked and will be resent",
@@ -245,6 +251,7 @@ class Aggregator:
         checkpoint_age = registry.gauge("logseal_aggregator_checkpoint_age_seconds",
                                         "Age of the newest signed checkpoint.")
         stored_events = registry.counter("logseal_aggregator_events_stored_total", "Events stored.", ["dataset"])
+        key_epoch = registry.gauge("logseal_aggregator_node_key_epoch", "Current signing key epoch per node.", ["node"])
         if self.detection is not None:
             detection_latency = registry.histogram("logseal_aggregator_detection_latency_seconds",
                                                    "Event time to alert, per alert.", ["rule"])
@@ -290,6 +297,8 @@ class Aggregator:
                 checkpoint_age.set(max(0.0, time.time() - last_cp.time_ns / 1e9))
             for dataset, value in ing.events_by_dataset.items():
                 stored_events.labels(dataset).mirror(value)
+            for node, epoch in ing.epochs.current_epochs().items():
+                key_epoch.labels(node).set(epoch)
             if self.retention is not None:
                 for rule, (segments, deleted_bytes) in self.retention.deleted.items():
                     retention_segments.labels(rule).mirror(segments)
@@ -331,7 +340,7 @@ class Aggregator:
         server.add_generic_rpc_handlers((handler,))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        credentials = server_credentials(self.config)
+        credentials = self.certificates.credentials() if self.certificates is not None else None
         if credentials is None:
             self.port = server.add_insecure_port(self.config.listen)
         else:
@@ -373,6 +382,8 @@ class Aggregator:
             if reload is not None and reload.is_set():
                 reload.clear()
                 self.reload_keys()
+                if self.certificates is not None:
+                    self.certificates.reload()
         silence.cancel()
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -27,10 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import merkle
+from agent.aggregator.epochs import SCHEMA as EPOCH_SCHEMA
+from agent.aggregator.epochs import (
+    Boot,
+    EpochRecord,
+    EpochRecords,
+    sqlite_boot,
+    sqlite_enrol,
+    sqlite_epoch_records,
+    sqlite_statements,
+)
 from agent.aggregator.index_rows import IndexRow
 from agent.aggregator.retention_records import RETENTION_SCHEMA
 from agent.errors import StoreError
-from agent.seal import GENESIS, ChainHead, SealedBatch
+from agent.seal import GENESIS, BatchHeader, ChainHead, SealedBatch
+from agent.wire import batch_from_bytes
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +205,7 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {directory}: {exc}") from None
         self.db.executescript(_SCHEMA)
+        self.db.executescript(EPOCH_SCHEMA)  # `node_keys` and `node_boots` (aggregator/epochs.py)
         self.db.executescript(RETENTION_SCHEMA)  # `retention` and `legal_holds`, read by reports even when empty
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(STORE_FORMAT_VERSION),))
         version = self.db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0]
@@ -307,8 +319,12 @@ class Store:
                               (node, stream, seq)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow]) -> int:
-        """Durably store one verified batch; returns its ingest index (from 1)."""
+    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow],
+               epochs: EpochRecords | None = None) -> int:
+        """Durably store one verified batch; returns its ingest index (from 1).
+
+        `epochs`: the boot and key epoch the batch brings, committed in the same transaction."""
+        extra = sqlite_statements(epochs) if epochs is not None else []
         if self._size >= self.segment_max_bytes:
             self._rotate()
         offset = self._size
@@ -339,6 +355,8 @@ class Store:
             node = h.node_id
             db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
                            [(batch_id, r[0], r[1], node, r[2], r[3], r[4]) for r in rows])
+            for sql, params in extra:
+                db.execute(sql, params)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -348,6 +366,28 @@ class Store:
         self.tree = tree
         self._heads[(h.node_id, h.stream_id)] = ChainHead(h.seq, batch.batch_hash)
         return batch_id
+
+    @property
+    def shared(self) -> bool:
+        """One aggregator writes a local store: its caches are the truth."""
+        return False
+
+    def epoch_records(self, node: str) -> list[EpochRecord]:
+        return sqlite_epoch_records(self.db, node)
+
+    def enrol(self, node: str, record: EpochRecord) -> bool:
+        return sqlite_enrol(self.db, node, record)
+
+    def boot(self, node: str, counter: int) -> Boot | None:
+        return sqlite_boot(self.db, node, counter)
+
+    def head_header(self, node: str, stream: str) -> BatchHeader | None:
+        """The header of the stream's newest stored batch, read from its segment."""
+        row = self.db.execute("SELECT segment, offset, length FROM batches WHERE node=? AND stream=? "
+                              "ORDER BY seq DESC LIMIT 1", (node, stream)).fetchone()
+        if row is None:
+            return None
+        return batch_from_bytes(read_record(self.segments_dir / str(row[0]), int(row[1]), int(row[2]))).header
 
     def refresh(self, node: str, stream: str) -> bool:
         """The single writer's heads are always current: nothing to re-read."""

@@ -4,6 +4,10 @@ A store that several aggregators share can learn, while storing, that another ag
 chain on (`ChainMoved`): the Ingestor then re-reads the head and verifies the batch again (it may
 now be a duplicate, or out of order). `StoreUnavailable` is an OSError: the server does not ack the
 batch and the agent sends it again later.
+
+The key epoch checks read the node's epochs, boots and the stream head's header through the same
+interface (`EpochStore`, aggregator/epochs.py), and `append` stores the boot and epoch a batch brings
+together with it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from agent.aggregator.epochs import EpochRecords, EpochStore
 from agent.aggregator.index_rows import IndexRow
 from agent.errors import StoreError
 from agent.seal import ChainHead, SealedBatch
@@ -24,7 +29,7 @@ class StoreUnavailable(OSError):
     """The store cannot take writes now (e.g. no NATS quorum); nothing was acked."""
 
 
-class IngestStore(Protocol):
+class IngestStore(EpochStore, Protocol):
     def head(self, node: str, stream: str) -> ChainHead: ...
 
     def known_hash(self, node: str, stream: str, seq: int) -> bytes | None: ...
@@ -33,8 +38,10 @@ class IngestStore(Protocol):
         """Re-read the chain head from its source of truth; True if it changed."""
         ...
 
-    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow]) -> int:
-        """Durably store one verified batch; returns its Merkle leaf index + 1."""
+    def append(self, raw: bytes, batch: SealedBatch, rows: Sequence[IndexRow],
+               epochs: EpochRecords | None = None) -> int:
+        """Durably store one verified batch, with the boot and key epoch it brings; returns its Merkle
+        leaf index + 1."""
         ...
 
     def record_equivocation(self, peer: str, raw: bytes, batch: SealedBatch, stored_hash: bytes) -> bool: ...

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import merkle
@@ -34,8 +35,21 @@ from agent.aggregator.retention_verify import Deleted, trusted_deletions
 from agent.aggregator.store import StoredCheckpoint, connect_index, read_checkpoints, read_segment
 from agent.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from agent.errors import StoreError
+from agent.keychain import KEYS_STREAM, EpochChain, read_cert
 from agent.keys import load_public_key, load_trusted_keys
-from agent.seal import ChainHead, ChainTracker, Verdict, keyring_from, open_payload, verify_signature
+from agent.seal import (
+    FINDING_OK,
+    ChainHead,
+    ChainTracker,
+    Finding,
+    Keyring,
+    SealedBatch,
+    Verdict,
+    key_id_of,
+    keyring_from,
+    open_payload,
+    verify_signature,
+)
 from agent.wire import WireError, batch_from_bytes
 
 
@@ -126,7 +140,71 @@ _KIND_BY_VERDICT = {
     Verdict.REPLAYED: "replayed",
     Verdict.REORDERED: "reordered",
     Verdict.FORKED: "inserted",
+    Verdict.KEY_EPOCH_MISUSE: "key-epoch-misuse",
+    Verdict.KEY_EPOCH_PENDING: "key-epoch-misuse",
 }
+
+
+class _EpochWalk:
+    """Re-derives each node's key epochs from its stored batches, in ingest order (agent/keychain.py)."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self.chains: dict[str, EpochChain] = {}
+
+    def check(self, batch: SealedBatch) -> Finding:
+        h = batch.header
+        chain = self.chains.get(h.node_id)
+        if h.version < 2:
+            if chain is not None:
+                return Finding(Verdict.KEY_EPOCH_MISUSE, "a version 1 batch after the node's key epochs began")
+            return verify_signature(batch, self.keyring)
+        if chain is None:
+            key = self.keyring.get(h.node_id, {}).get(h.key_id)
+            if key is None:
+                return verify_signature(batch, self.keyring)  # unknown node or key
+            if h.key_epoch != 0:
+                return Finding(Verdict.KEY_EPOCH_MISUSE, f"the node's first batch claims epoch {h.key_epoch}; its "
+                                                         "chain starts at epoch 0")
+            chain = self.chains[h.node_id] = EpochChain({0: key})
+        key_or = chain.key_for(h)
+        if isinstance(key_or, Finding):
+            if key_or.verdict is Verdict.KEY_EPOCH_PENDING:
+                return Finding(Verdict.KEY_EPOCH_MISUSE, f"epoch {h.key_epoch} was not certified before this batch "
+                                                         f"(current {chain.current})")
+            return key_or
+        signed = verify_signature(batch, {h.node_id: {h.key_id: key_or}})
+        return signed if not signed.ok else chain.place(h)
+
+    def adopt(self, db: sqlite3.Connection, node: str, seq: int) -> str | None:
+        """A certifying batch deleted by retention: take the epoch it certified from the index (`node_keys`),
+        whose epoch-0 key must be an enrolled one. Returns the info line, or None when there is nothing to take."""
+        try:
+            row = db.execute("SELECT epoch, public_key, ends FROM node_keys WHERE node=? AND detail=?",
+                             (node, f"{KEYS_STREAM}#{seq}")).fetchone()
+            first = db.execute("SELECT public_key FROM node_keys WHERE node=? AND epoch=0", (node,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None or first is None:
+            return None
+        enrolled = Ed25519PublicKey.from_public_bytes(bytes(first[0]))
+        if key_id_of(enrolled) not in self.keyring.get(node, {}):
+            return None
+        chain = self.chains.setdefault(node, EpochChain({0: enrolled}))
+        epoch = int(row[0])
+        if epoch != chain.current + 1:
+            return None
+        chain.keys[epoch] = Ed25519PublicKey.from_public_bytes(bytes(row[1]))
+        chain.ends[epoch - 1] = orjson.loads(row[2])
+        return (f"key epoch {epoch} of {node} taken from the index: its certifying batch {KEYS_STREAM}#{seq} was "
+                "deleted by retention")
+
+    def certify(self, batch: SealedBatch, body: bytes) -> Finding:
+        chain = self.chains.get(batch.header.node_id)
+        if chain is None:
+            return FINDING_OK
+        cert = read_cert(batch.header, body)
+        return cert if isinstance(cert, Finding) else chain.certify(batch.header, cert)
 
 
 def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Path | None = None,
@@ -148,6 +226,7 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
     seen: set[int] = set()
     leaves: list[bytes] = []
     chains: dict[tuple[str, str], ChainTracker] = {}
+    epochs = _EpochWalk(keyring)
     last_id = 0
 
     def add(kind: str, where: str, batch: str, detail: str) -> None:
@@ -167,6 +246,10 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
             if not segment_path.exists():
                 leaves.extend(gone.leaves())
                 for r in gone.rows:  # the chain goes on from the last deleted batch of each stream
+                    if r[2] == KEYS_STREAM:
+                        adopted = epochs.adopt(db, str(r[1]), int(r[3]))
+                        if adopted is not None:
+                            report.info.append(adopted)
                     seen.add(r[0])
                     chains.setdefault((r[1], r[2]), ChainTracker()).head = ChainHead(int(r[3]), bytes(r[4]))
                     last_id = max(last_id, int(r[0]))
@@ -216,10 +299,14 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
                 if (row[1], row[2], row[3], bytes(row[4]), row[7]) != (h.node_id, h.stream_id, h.seq,
                                                                         batch.batch_hash, len(record.data)):
                     add("modified", where, name, f"index says batch {named} but the record holds {name}")
-            finding = verify_signature(batch, keyring)
+            finding = epochs.check(batch)
             if not finding.ok:
                 add(_KIND_BY_VERDICT[finding.verdict], where, name, str(finding))
             opened = open_payload(batch) if not batch.payload_dropped else None
+            if finding.ok and h.next_key and opened is not None and opened.body is not None:
+                certified = epochs.certify(batch, opened.body)
+                if not certified.ok:
+                    add(_KIND_BY_VERDICT[certified.verdict], where, name, str(certified))
             if batch.payload_dropped and batch.payload:
                 add("modified", where, name, "a batch marked as dropped carries a payload")
             if opened is not None and not opened.finding.ok:

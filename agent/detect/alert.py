@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
@@ -96,7 +97,7 @@ class Alert:
     anomaly: Anomaly | None = None
     suppressed_count: int = 0  # repeats an output held back before this alert (set by the router)
 
-    @property
+    @cached_property
     def dedup_key(self) -> str:
         return dedup_key(self.rule_id, self.group, self.event_ids)
 
@@ -108,7 +109,7 @@ class Alert:
             return "events:" + ",".join(self.event_ids)
         return "from:" + self.first_time
 
-    @property
+    @cached_property
     def alert_id(self) -> str:
         return alert_id(self.rule_id, self.group, self.window_key)
 

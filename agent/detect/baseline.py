@@ -46,8 +46,8 @@ from typing import Any, Protocol, TypeVar, cast
 
 from agent.detect.alert import Alert, Anomaly
 from agent.detect.engine import event_id, event_time, materialize
-from agent.detect.fields import Doc, get_values, split_path
-from agent.detect.values import text_of
+from agent.detect.fields import Doc, path_getter, split_path
+from agent.detect.values import Getter, text_of
 from agent.errors import ConfigError
 
 STATE_VERSION = 1
@@ -219,8 +219,14 @@ def iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_GETTERS: dict[str, Getter] = {}
+
+
 def _first_text(event: Doc, name: str) -> str | None:
-    for value in get_values(event, split_path(name)):
+    getter = _GETTERS.get(name)
+    if getter is None:  # one unrolled getter per field name: the baselines' fields and configured new_terms
+        getter = _GETTERS[name] = path_getter(split_path(name))
+    for value in getter(event):
         text = text_of(value)
         if text:
             return text

@@ -33,13 +33,23 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from agent.detect.rules import CorrelationSpec
 
 STATE_VERSION = 1
+# `advance` is skipped while the watermark is this much below the next due time: far more than the
+# rounding of `t + span + late < w` against `t < w - span - late` at epoch magnitudes (~1e-7 s).
+_DUE_MARGIN_S = 1e-3
 _PER_RULE = 16  # temporal types: hits kept per referenced rule and group
 ValueLookup = Callable[[str], str | None]
+
+
+@lru_cache(maxsize=4096)
+def _group_key(key: tuple[tuple[str, str], ...]) -> str:
+    """The state's key of a group (JSON, as saved); the same few groups recur on every hit."""
+    return json.dumps(key, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,10 @@ class CorrelationState:
         self.limits = limits
         self.counters = counters
         self.groups: OrderedDict[str, Group] = OrderedDict()
+        self._on_close = spec.fires_on_close
+        self._horizon = spec.timespan_s + limits.max_lateness_s
+        # A lower bound of the watermark at which `advance` can next change something (see `_due`).
+        self._next_due = float("inf")
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -131,7 +145,7 @@ class CorrelationState:
             if value is None:
                 self.counters["missing_value_field"] = self.counters.get("missing_value_field", 0) + 1
                 return []
-        gkey = json.dumps(key, separators=(",", ":"))
+        gkey = _group_key(key)
         group = self.groups.get(gkey)
         if group is None:
             group = self.groups[gkey] = Group()
@@ -152,7 +166,8 @@ class CorrelationState:
             del group.entries[0]
             self.counters["dropped_entries"] = self.counters.get("dropped_entries", 0) + 1
         group.last = max(group.last, hit.time)
-        if self.spec.fires_on_close:
+        self._next_due = min(self._next_due, hit.time + self._horizon)
+        if self._on_close:
             return []
         found = self._evaluate(group, hit.time)
         if found is None:
@@ -164,11 +179,13 @@ class CorrelationState:
 
     def advance(self, watermark: float) -> list[Firing]:
         """Expire idle groups; judge the closed windows of upper-bound conditions."""
+        if watermark < self._next_due - _DUE_MARGIN_S:
+            return []  # no group has a hit or an idle time old enough yet
         out: list[Firing] = []
         span, late = self.spec.timespan_s, self.limits.max_lateness_s
         for gkey in list(self.groups):
             group = self.groups[gkey]
-            if self.spec.fires_on_close:
+            if self._on_close:
                 while group.entries and group.entries[0].time + span + late < watermark:
                     start = group.entries[0].time
                     window = [e for e in group.entries if e.time <= start + span]
@@ -183,7 +200,15 @@ class CorrelationState:
                 group.entries = [e for e in group.entries if e.time >= cutoff]
             if not group.entries and group.last + span + late < watermark:
                 del self.groups[gkey]
+        self._next_due = self._due()
         return out
+
+    def _due(self) -> float:
+        """The earliest watermark at which a group's oldest hit (or, empty, its last time) passes the
+        timespan plus the lateness: before it, `advance` has nothing to judge or forget. Hits added
+        later only lower it (`add`); removing hits only raises the true value, so it stays a lower bound."""
+        return min(((g.entries[0].time if g.entries else g.last) + self._horizon for g in self.groups.values()),
+                   default=float("inf"))
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -248,6 +273,7 @@ class CorrelationState:
     def load_obj(self, data: Mapping[str, Any]) -> None:
         self.groups = OrderedDict(
             (str(k), Group([Entry.from_list(e) for e in v["entries"]], float(v["last"]))) for k, v in data.items())
+        self._next_due = self._due()
 
 
 class CorrelationEngine:

@@ -26,7 +26,7 @@ import orjson
 from agent.detect.alert import Alert
 from agent.detect.correlation import CorrelationEngine, Firing, Hit, Limits
 from agent.detect.errors import RuleError
-from agent.detect.fields import Doc, get_values
+from agent.detect.fields import Doc, View, get_values
 from agent.detect.matcher import RuleIndex
 from agent.detect.rules import (
     CorrelationSpec,
@@ -112,6 +112,11 @@ class Detector:
         self.counters: dict[str, int] = {"events": 0, "alerts": 0, "duplicates_suppressed": 0}
         refs = {c.id: c for c in self.correlations} | {c.name: c for c in self.correlations if c.name}
         self._chained = {refs[r].id for c in self.correlations for r in c.rules if r in refs}
+        # A rule's id and name, as correlations reference it; None when no correlation does.
+        self._refs: dict[int, frozenset[str] | None] = {}
+        for rule in self.rules:
+            names = frozenset(filter(None, (rule.id, rule.name)))
+            self._refs[rule.ordinal] = names if self.engine.interested(names) else None
         self._chain_generate = {refs[r].id for c in self.correlations if c.generate for r in c.rules if r in refs}
 
     # -- construction ----------------------------------------------------------------------------
@@ -169,26 +174,25 @@ class Detector:
         nodes = _node(event)
         iso = str(event.get("@timestamp") or "")
         t: float | None = None
-        for rule, docs in matches:
+        for rule, views in matches:
             if rule.generate:
-                fields = rule.matched_fields(event, docs)
+                fields = rule.matched_fields(event, views)
                 self._emit(out, Alert(rule.id, rule.title, rule.level, rule.author, rule.license, rule.ruleset,
                                       rule.tags, "match", (eid,), (), iso, iso, 1, nodes,
                                       tuple((k, tuple(v)) for k, v in fields.items())))
-            refs = frozenset(filter(None, (rule.id, rule.name)))
-            if not self.engine.interested(refs):
+            refs = self._refs[rule.ordinal]
+            if refs is None:  # no correlation uses the rule
                 continue
             if t is None:
                 t = event_time(event)
                 if t is None:
                     self.counters["correlation_missing_time"] = self.counters.get("correlation_missing_time", 0) + 1
                     break
-            route_docs = docs
 
-            def lookup(name: str, rule: SigmaRule = rule, route_docs: list[Doc] = route_docs) -> str | None:
+            def lookup(name: str, rule: SigmaRule = rule, views: list[View] = views) -> str | None:
                 getter = rule.route.getter(name)
-                for d in route_docs:
-                    for v in getter(d):
+                for view in views:
+                    for v in view.values(getter):
                         text = text_of(v)
                         if text is not None:
                             return text

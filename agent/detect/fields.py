@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.detect.values import Getter, UnsupportedConstruct
+from agent.detect.values import Getter, UnsupportedConstruct, text_of
 
 Doc = dict[str, Any]
 Path = tuple[str, ...]
@@ -60,6 +60,7 @@ SECURITY_EVENT_SHAPE = {
     "logseal.verdict": "the verdict, e.g. BAD_SIGNATURE, CHAIN_BROKEN, UNKNOWN_KEY (batch_rejected, chain_break)",
     "logseal.stream": "optional: the stream id",
     "logseal.key_id": "optional: the key id (key_epoch_misuse)",
+    "logseal.key_epoch": "optional: the key epoch the batch claims (key_epoch_misuse)",
     "message": "optional: one sentence",
 }
 SECURITY_ACTIONS = ("batch_rejected", "chain_break", "node_silent", "key_epoch_misuse")
@@ -92,28 +93,95 @@ def _collect(obj: Any, parts: Path, i: int, out: list[Any]) -> None:
 
 def get_values(obj: Any, path: Path) -> list[Any]:
     """Every value at `path` (lists fan out and are flattened); [] when absent."""
+    cur = obj
+    i = 0
+    while i < len(path):  # plain nested objects first; lists and dotted keys take the general walk
+        if type(cur) is not dict:
+            if isinstance(cur, list | dict):
+                break
+            return []
+        nxt = cur.get(path[i], _MISSING)
+        if nxt is _MISSING:
+            break
+        cur = nxt
+        i += 1
+    else:
+        if not isinstance(cur, list):
+            return [cur]
     out: list[Any] = []
-    _collect(obj, path, 0, out)
+    _collect(cur, path, i, out)
     return out
 
 
+def path_getter(path: Path) -> Getter:
+    """`get_values(·, path)`, with the common case (nested objects down to one value) unrolled for
+    paths of up to four keys; anything else (lists, dotted keys, absence) takes the general walk."""
+    if len(path) == 1:
+        (a,) = path
+
+        def get1(doc: Any) -> list[Any]:
+            if type(doc) is dict:
+                v = doc.get(a, _MISSING)
+                if v is not _MISSING and not isinstance(v, list):
+                    return [v]
+            return get_values(doc, path)
+        return get1
+    if len(path) == 2:
+        a, b = path
+
+        def get2(doc: Any) -> list[Any]:
+            if type(doc) is dict and type(x := doc.get(a)) is dict:
+                v = x.get(b, _MISSING)
+                if v is not _MISSING and not isinstance(v, list):
+                    return [v]
+            return get_values(doc, path)
+        return get2
+    if len(path) == 3:
+        a, b, c = path
+
+        def get3(doc: Any) -> list[Any]:
+            if type(doc) is dict and type(x := doc.get(a)) is dict and type(y := x.get(b)) is dict:
+                v = y.get(c, _MISSING)
+                if v is not _MISSING and not isinstance(v, list):
+                    return [v]
+            return get_values(doc, path)
+        return get3
+    if len(path) == 4:
+        a, b, c, d = path
+
+        def get4(doc: Any) -> list[Any]:
+            if (type(doc) is dict and type(x := doc.get(a)) is dict and type(y := x.get(b)) is dict
+                    and type(z := y.get(c)) is dict):
+                v = z.get(d, _MISSING)
+                if v is not _MISSING and not isinstance(v, list):
+                    return [v]
+            return get_values(doc, path)
+        return get4
+    return lambda doc: get_values(doc, path)
+
+
 def union_getter(*paths: Path, transform: Callable[[Any], Any] | None = None) -> Getter:
-    if len(paths) == 1 and transform is None:
-        only = paths[0]
-        return lambda doc: get_values(doc, only)
+    getters = [path_getter(p) for p in paths]
+    if len(getters) == 1 and transform is None:
+        return getters[0]
 
     def get(doc: Any) -> list[Any]:
         out: list[Any] = []
-        for p in paths:
-            out.extend(get_values(doc, p))
+        for g in getters:
+            out.extend(g(doc))
         return [transform(v) for v in out] if transform else out
     return get
 
 
 def first_getter(*paths: Path) -> Getter:
+    getters = [path_getter(p) for p in paths]
+    if len(getters) == 2:
+        first, second = getters
+        return lambda doc: first(doc) or second(doc)
+
     def get(doc: Any) -> list[Any]:
-        for p in paths:
-            vals = get_values(doc, p)
+        for g in getters:
+            vals = g(doc)
             if vals:
                 return vals
         return []
@@ -246,15 +314,27 @@ class Route:
     prefix: Path = ()
     event_filter: Callable[[Doc], bool] | None = None
     per_record: bool = False
+    _getters: dict[str, Getter] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def documents(self, event: Doc) -> list[Doc]:
         return auditd_documents(event) if self.per_record else [event]
+
+    def views(self, event: Doc) -> list[View]:
+        """The event's documents, each wrapped for one evaluation pass (see `View`)."""
+        return [View(doc, self) for doc in self.documents(event)]
 
     def keyword_text(self, doc: Doc) -> list[str]:
         return _keyword_text_record(doc) if self.per_record else _keyword_text_event(doc)
 
     def getter(self, name: str) -> Getter:
-        """The values of Sigma field `name` in one document of this route."""
+        """The values of Sigma field `name` in one document of this route (one getter per name, so
+        that a `View` computes each field once however many rules read it)."""
+        getter = self._getters.get(name)
+        if getter is None:
+            getter = self._getters[name] = self._make_getter(name)
+        return getter
+
+    def _make_getter(self, name: str) -> Getter:
         if name in self.fields:
             return self.fields[name]
         path = split_path(name)
@@ -268,6 +348,59 @@ class Route:
         if self.prefix:
             return first_getter(self.prefix + path, path)
         return union_getter(path)
+
+
+class View:
+    """One document of one event while the rules are evaluated on it.
+
+    Each field's values, their lowercased texts and the keyword texts are computed on first use
+    and then shared by every rule that reads them, so an event is walked and lowered once, not
+    once per rule. A view lives for one event; it never outlives the document it wraps.
+    """
+
+    __slots__ = ("_keywords", "_keywords_low", "_values", "doc", "lowered_cache", "route")
+
+    def __init__(self, doc: Doc, route: Route) -> None:
+        self.doc = doc
+        self.route = route
+        self._values: dict[Getter, list[Any]] = {}
+        self.lowered_cache: dict[Getter, list[str]] = {}
+        self._keywords: list[str] | None = None
+        self._keywords_low: list[str] | None = None
+
+    def values(self, getter: Getter) -> list[Any]:
+        """`getter(doc)`, computed once (callers must not modify the list)."""
+        vals = self._values.get(getter)
+        if vals is None:
+            vals = self._values[getter] = getter(self.doc)
+        return vals
+
+    def lowered(self, getter: Getter) -> list[str]:
+        """The texts of `getter`'s values (`text_of`, nulls left out), lowercased, computed once."""
+        low = self.lowered_cache.get(getter)
+        if low is None:
+            low = self.lowered_cache[getter] = _lower_texts(self.values(getter))
+        return low
+
+    def keywords(self) -> list[str]:
+        """The texts a keyword search looks in (`Route.keyword_text`), computed once."""
+        if self._keywords is None:
+            self._keywords = self.route.keyword_text(self.doc)
+        return self._keywords
+
+    def keywords_lowered(self) -> list[str]:
+        if self._keywords_low is None:
+            self._keywords_low = _lower_texts(self.keywords())
+        return self._keywords_low
+
+
+def _lower_texts(values: list[Any]) -> list[str]:
+    out = []
+    for v in values:
+        t = v if isinstance(v, str) else text_of(v)
+        if t is not None:
+            out.append(t.lower())
+    return out
 
 
 def _process_names(*names: str) -> Callable[[Doc], bool]:

@@ -19,16 +19,23 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from agent.detect.codegen import Code, Test, all_of, any_of, negation
 from agent.detect.condition import And, Node, Not, Of, Or, Ref, parse_condition
 from agent.detect.errors import RuleError
-from agent.detect.fields import Doc, Route, route_for
-from agent.detect.values import Getter, ItemSpec, Predicate, UnsupportedConstruct, compile_predicate, split_modifiers
+from agent.detect.fields import Doc, Route, View, route_for
+from agent.detect.values import (
+    ItemSpec,
+    UnsupportedConstruct,
+    compile_predicate,
+    compile_text_match,
+    split_modifiers,
+)
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
 CORRELATION_TYPES = ("event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg")
@@ -87,9 +94,6 @@ def timespan_seconds(value: Any, doc: RawDoc) -> float:
 
 # --- compiled detection --------------------------------------------------------------------------
 
-Test = Callable[[Doc], bool]
-
-
 @dataclass(frozen=True)
 class Anchor:
     """A necessary condition for a rule: field `field` has one of `values` (lowercase)."""
@@ -100,8 +104,8 @@ class Anchor:
 
 @dataclass
 class Selection:
-    test: Test
-    anchor: Anchor | None
+    expr: str  # a boolean expression over the view `v`, in the rule's `Code` (see `codegen`)
+    anchors: tuple[Anchor, ...]  # each must hold for the selection to match
     fields: tuple[str, ...]
 
 
@@ -125,81 +129,71 @@ def _plain_anchor(spec: ItemSpec) -> Anchor | None:
     return Anchor(spec.field, frozenset(vals))
 
 
-def _keyword_test(spec: ItemSpec, route: Route, placeholders: Mapping[str, Sequence[str]]) -> Test:
+def _keyword_expr(spec: ItemSpec, route: Route, placeholders: Mapping[str, Sequence[str]], code: Code) -> str:
     match, _, _, _, _ = split_modifiers(spec.modifiers)
     mods = spec.modifiers if match else ("contains", *spec.modifiers)
-    pred = compile_predicate(ItemSpec(None, tuple(mods), spec.values), placeholders, route.getter)
-    return lambda doc: pred(list(route.keyword_text(doc)), doc)
+    keyword = ItemSpec(None, tuple(mods), spec.values)
+    pred = compile_predicate(keyword, placeholders, route.getter)
+    fast = compile_text_match(keyword, placeholders)
+    if fast is not None:
+        return code.text_item(fast, "v.keywords_lowered()")
+    return code.call(pred, "list(v.keywords())", "v.doc")
 
 
-def _map_test(items: list[tuple[Getter, Predicate]]) -> Test:
-    if len(items) == 1:
-        g0, p0 = items[0]
-        return lambda doc: p0(g0(doc), doc)
-    return lambda doc: all(p(g(doc), doc) for g, p in items)
+def _item_expr(name: str, spec: ItemSpec, route: Route, placeholders: Mapping[str, Sequence[str]],
+               code: Code) -> str:
+    """One `field|mods: values` entry; plain string matches read the field's lowercased texts."""
+    getter = route.getter(name)
+    pred = compile_predicate(spec, placeholders, route.getter)  # validates the item, and the general case
+    fast = compile_text_match(spec, placeholders)
+    if fast is not None:
+        return code.text_item(fast, code.lowered(getter))
+    return code.call(pred, f"v.values({code.const(getter)})", "v.doc")
 
 
-def compile_selection(name: str, body: Any, route: Route, placeholders: Mapping[str, Sequence[str]]) -> Selection:
+def compile_selection(name: str, body: Any, route: Route, placeholders: Mapping[str, Sequence[str]],
+                      code: Code) -> Selection:
     """A named search identifier: a map (AND), a list of maps (OR) or a list of keywords (OR)."""
     if isinstance(body, dict):
-        items: list[tuple[Getter, Predicate]] = []
+        items: list[str] = []
         anchors: list[Anchor] = []
-        keyword_tests: list[Test] = []
+        keyword_items: list[str] = []
         for key, value in body.items():
             spec = _item_specs(str(key), value)
             if spec.field is None:
-                keyword_tests.append(_keyword_test(spec, route, placeholders))
+                keyword_items.append(_keyword_expr(spec, route, placeholders, code))
                 continue
-            items.append((route.getter(spec.field), compile_predicate(spec, placeholders, route.getter)))
+            items.append(_item_expr(spec.field, spec, route, placeholders, code))
             anchor = _plain_anchor(spec)
             if anchor:
                 anchors.append(anchor)
-        if not items and not keyword_tests:
+        if not items and not keyword_items:
             raise UnsupportedConstruct(f"selection {name!r} is empty")
-        tests = ([_map_test(items)] if items else []) + keyword_tests
-        test: Test = tests[0] if len(tests) == 1 else (lambda doc: all(t(doc) for t in tests))
         fields = tuple(_item_specs(str(k), None).field or "" for k in body)
-        return Selection(test, _best(anchors), tuple(f for f in fields if f))
+        return Selection(all_of(items + keyword_items), tuple(anchors), tuple(f for f in fields if f))
     if isinstance(body, list) and body and all(isinstance(b, dict) for b in body):
-        parts = [compile_selection(name, b, route, placeholders) for b in body]
-        anchor = None
-        if all(p.anchor for p in parts) and len({p.anchor.field for p in parts if p.anchor}) == 1:
-            anchor = Anchor(parts[0].anchor.field, frozenset().union(*(p.anchor.values for p in parts if p.anchor)))  # type: ignore[union-attr]
-        ptests = [p.test for p in parts]
-        return Selection(lambda doc: any(t(doc) for t in ptests), anchor,
+        parts = [compile_selection(name, b, route, placeholders, code) for b in body]
+        return Selection(any_of([p.expr for p in parts]), tuple(_common([list(p.anchors) for p in parts])),
                          tuple(f for p in parts for f in p.fields))
     if isinstance(body, list) and body and all(not isinstance(b, dict | list) for b in body):
-        return Selection(_keyword_test(ItemSpec(None, (), tuple(body)), route, placeholders), None, ())
+        return Selection(_keyword_expr(ItemSpec(None, (), tuple(body)), route, placeholders, code), (), ())
     if isinstance(body, str | int | float):
-        return Selection(_keyword_test(ItemSpec(None, (), (body,)), route, placeholders), None, ())
+        return Selection(_keyword_expr(ItemSpec(None, (), (body,)), route, placeholders, code), (), ())
     raise UnsupportedConstruct(f"selection {name!r} has an unsupported shape ({type(body).__name__})")
 
 
 _ANCHOR_PRIORITY = ("objectRef.resource", "type", "event.action", "verb")
 
 
-def _best(anchors: Sequence[Anchor]) -> Anchor | None:
-    if not anchors:
-        return None
-    for name in _ANCHOR_PRIORITY:
-        for a in anchors:
-            if a.field == name:
-                return a
-    return min(anchors, key=lambda a: len(a.values))
+def _ranked(anchors: Sequence[Anchor]) -> tuple[Anchor, ...]:
+    """Distinct anchors, the most telling first (a few fields known to split events well, then fewest values)."""
+    rank = {name: i for i, name in enumerate(_ANCHOR_PRIORITY)}
+    unique = list(dict.fromkeys(anchors))
+    return tuple(sorted(unique, key=lambda a: (rank.get(a.field, len(rank)), len(a.values))))
 
 
-def necessary_anchors(node: Node, sels: Mapping[str, Selection]) -> list[Anchor]:
-    """Anchors each of which must hold for `node` to be true (used by the prefilter)."""
-    if isinstance(node, Ref):
-        a = sels[node.name].anchor
-        return [a] if a else []
-    if isinstance(node, Not):
-        return []
-    if isinstance(node, And) or (isinstance(node, Of) and node.quantifier == "all"):
-        children = node.operands if isinstance(node, And) else tuple(Ref(n) for n in node.names)
-        return [a for c in children for a in necessary_anchors(c, sels)]
-    children = node.operands if isinstance(node, Or) else tuple(Ref(n) for n in node.names)
-    per_child = [necessary_anchors(c, sels) for c in children]
+def _common(per_child: list[list[Anchor]]) -> list[Anchor]:
+    """Anchors necessary for an OR: a field every alternative anchors, with the union of their values."""
     if not per_child or any(not p for p in per_child):
         return []
     out = []
@@ -210,29 +204,42 @@ def necessary_anchors(node: Node, sels: Mapping[str, Selection]) -> list[Anchor]
     return out
 
 
-def compile_node(node: Node, sels: Mapping[str, Selection]) -> Test:
+def necessary_anchors(node: Node, sels: Mapping[str, Selection]) -> list[Anchor]:
+    """Anchors each of which must hold for `node` to be true (used by the prefilter)."""
     if isinstance(node, Ref):
-        return sels[node.name].test
+        return list(sels[node.name].anchors)
     if isinstance(node, Not):
-        inner = compile_node(node.operand, sels)
-        return lambda doc: not inner(doc)
+        return []
+    if isinstance(node, And) or (isinstance(node, Of) and node.quantifier == "all"):
+        children = node.operands if isinstance(node, And) else tuple(Ref(n) for n in node.names)
+        return [a for c in children for a in necessary_anchors(c, sels)]
+    children = node.operands if isinstance(node, Or) else tuple(Ref(n) for n in node.names)
+    return _common([necessary_anchors(c, sels) for c in children])
+
+
+def node_expr(node: Node, sels: Mapping[str, Selection]) -> str:
+    """The condition tree as one boolean expression over the selections' expressions."""
+    if isinstance(node, Ref):
+        return sels[node.name].expr
+    if isinstance(node, Not):
+        return negation(node_expr(node.operand, sels))
     if isinstance(node, And):
-        parts = [compile_node(n, sels) for n in node.operands]
-        return lambda doc: all(p(doc) for p in parts)
+        return all_of([node_expr(n, sels) for n in node.operands])
     if isinstance(node, Or):
-        parts = [compile_node(n, sels) for n in node.operands]
-        return lambda doc: any(p(doc) for p in parts)
-    tests = [sels[n].test for n in node.names]
-    if node.quantifier == "all":
-        return lambda doc: all(t(doc) for t in tests)
-    return lambda doc: any(t(doc) for t in tests)
+        return any_of([node_expr(n, sels) for n in node.operands])
+    exprs = [sels[n].expr for n in node.names]
+    return all_of(exprs) if node.quantifier == "all" else any_of(exprs)
 
 
 @dataclass(frozen=True)
 class Detection:
     test: Test
-    anchor: Anchor | None
+    anchors: tuple[Anchor, ...]  # necessary conditions, the most telling first; () = none known
     fields: tuple[str, ...]
+
+    @property
+    def anchor(self) -> Anchor | None:
+        return self.anchors[0] if self.anchors else None
 
 
 def compile_detection(detection: Any, route: Route, placeholders: Mapping[str, Sequence[str]]) -> Detection:
@@ -240,7 +247,8 @@ def compile_detection(detection: Any, route: Route, placeholders: Mapping[str, S
         raise UnsupportedConstruct("detection needs a mapping with a condition")
     if "timeframe" in detection:
         raise UnsupportedConstruct("detection timeframe (Sigma v1 aggregation): use a correlation rule")
-    sels = {str(k): compile_selection(str(k), v, route, placeholders)
+    code = Code()
+    sels = {str(k): compile_selection(str(k), v, route, placeholders, code)
             for k, v in detection.items() if k != "condition"}
     conditions = detection["condition"]
     texts = conditions if isinstance(conditions, list) else [conditions]
@@ -248,9 +256,8 @@ def compile_detection(detection: Any, route: Route, placeholders: Mapping[str, S
         raise UnsupportedConstruct("condition must be a string or a list of strings")
     nodes = [parse_condition(t, list(sels)) for t in texts]
     node: Node = nodes[0] if len(nodes) == 1 else Or(tuple(nodes))
-    anchors = necessary_anchors(node, sels)
     fields = tuple(dict.fromkeys(f for s in sels.values() for f in s.fields))
-    return Detection(compile_node(node, sels), _best(anchors), fields)
+    return Detection(code.function(node_expr(node, sels)), _ranked(necessary_anchors(node, sels)), fields)
 
 
 # --- rules ---------------------------------------------------------------------------------------
@@ -274,19 +281,21 @@ class SigmaRule:
     # False when the rule only feeds correlations (Sigma correlation `generate: false`).
     generate: bool = True
 
-    def matches(self, event: Doc, docs: list[Doc]) -> bool:
-        """`docs` = `self.route.documents(event)` (computed once per event by the caller)."""
+    def matches(self, event: Doc, views: list[View]) -> bool:
+        """`views` = `self.route.views(event)` (made once per event by the caller, shared by all rules)."""
         flt = self.route.event_filter
         if flt is not None and not flt(event):
             return False
         test = self.detection.test
-        return any(test(doc) and not any(ex(doc) for ex in self.exclusions) for doc in docs)
+        if not self.exclusions:
+            return any(map(test, views))
+        return any(test(view) and not any(ex(view) for ex in self.exclusions) for view in views)
 
-    def matched_fields(self, event: Doc, docs: list[Doc]) -> dict[str, list[Any]]:
+    def matched_fields(self, event: Doc, views: list[View]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
         for name in self.detection.fields:
             getter = self.route.getter(name)
-            vals = [v for d in docs for v in getter(d) if v is not None and not isinstance(v, dict)]
+            vals = [v for view in views for v in view.values(getter) if v is not None and not isinstance(v, dict)]
             if vals:
                 out[name] = list(dict.fromkeys(v if isinstance(v, str | int | float | bool) else str(v)
                                                for v in vals))[:10]

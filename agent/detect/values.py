@@ -82,8 +82,9 @@ def _tokens(pattern: str) -> list[str | None]:
     return out
 
 
-def string_matcher(pattern: str, mode: str, cased: bool) -> Callable[[str], bool]:
-    """A function of the (already lowered unless `cased`) field text."""
+def _shape(pattern: str, mode: str, cased: bool) -> tuple[str, Any]:
+    """What a pattern asks of a text: ("any", None), ("eq" | "prefix" | "suffix" | "inner", literal)
+    or ("regex", compiled); literals are lowercased unless `cased`."""
     toks = _tokens(pattern)
     if mode in ("contains", "endswith"):
         toks.insert(0, None)
@@ -100,24 +101,78 @@ def string_matcher(pattern: str, mode: str, cased: bool) -> Callable[[str], bool
     lits = [t for t in collapsed if t is not None]
     if all(t != "\0?" for t in lits):
         if not collapsed:
-            return lambda s: s == ""
+            return "eq", ""
         if collapsed == [None]:
-            return lambda s: True
+            return "any", None
         if len(collapsed) == 1 and isinstance(collapsed[0], str):
-            lit = collapsed[0]
-            return lambda s: s == lit
+            return "eq", collapsed[0]
         if len(collapsed) == 2 and collapsed[0] is None and isinstance(collapsed[1], str):
-            suffix = collapsed[1]
-            return lambda s: s.endswith(suffix)
+            return "suffix", collapsed[1]
         if len(collapsed) == 2 and collapsed[1] is None and isinstance(collapsed[0], str):
-            prefix = collapsed[0]
-            return lambda s: s.startswith(prefix)
+            return "prefix", collapsed[0]
         if len(collapsed) == 3 and collapsed[0] is None and collapsed[2] is None and isinstance(collapsed[1], str):
-            inner = collapsed[1]
-            return lambda s: inner in s
+            return "inner", collapsed[1]
     regex = "".join(".*" if t is None else "." if t == "\0?" else re.escape(t) for t in collapsed)
-    compiled = re.compile(regex, re.DOTALL)
-    return lambda s: compiled.fullmatch(s) is not None
+    return "regex", re.compile(regex, re.DOTALL)
+
+
+def _shape_test(kind: str, arg: Any) -> Callable[[str], bool]:
+    if kind == "any":
+        return lambda s: True
+    if kind == "eq":
+        return lambda s: s == arg
+    if kind == "suffix":
+        return lambda s: s.endswith(arg)
+    if kind == "prefix":
+        return lambda s: s.startswith(arg)
+    if kind == "inner":
+        return lambda s: arg in s
+    return lambda s: arg.fullmatch(s) is not None
+
+
+def string_matcher(pattern: str, mode: str, cased: bool) -> Callable[[str], bool]:
+    """A function of the (already lowered unless `cased`) field text."""
+    return _shape_test(*_shape(pattern, mode, cased))
+
+
+def _grouped(patterns: Sequence[str], mode: str) -> tuple[frozenset[str], Callable[[str], bool] | None]:
+    """Case-insensitive patterns as (the exact texts they accept, a test for the rest or None):
+    equality becomes one set lookup, prefixes and suffixes one `startswith`/`endswith` call."""
+    equal: set[str] = set()
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    inner: list[str] = []
+    others: list[Callable[[str], bool]] = []
+    for pattern in patterns:
+        kind, arg = _shape(pattern, mode, False)
+        if kind == "eq":
+            equal.add(arg)
+        elif kind == "prefix":
+            prefixes.append(arg)
+        elif kind == "suffix":
+            suffixes.append(arg)
+        elif kind == "inner":
+            inner.append(arg)
+        else:
+            others.append(_shape_test(kind, arg))
+    pre, suf, words = tuple(prefixes), tuple(suffixes), tuple(inner)
+    parts: list[Callable[[str], bool]] = []
+    if pre:
+        parts.append(lambda s: s.startswith(pre))
+    if suf:
+        parts.append(lambda s: s.endswith(suf))
+    if len(words) == 1:
+        (word,) = words
+        parts.append(lambda s: word in s)
+    elif words:  # any of several substrings: one scan by the regex engine instead of one `in` per word
+        search = re.compile("|".join(re.escape(w) for w in words), re.DOTALL).search
+        parts.append(lambda s: search(s) is not None)
+    parts.extend(others)
+    if not parts:
+        return frozenset(equal), None
+    if len(parts) == 1:
+        return frozenset(equal), parts[0]
+    return frozenset(equal), lambda s: any(p(s) for p in parts)
 
 
 # --- value transformations ---------------------------------------------------------------------
@@ -334,6 +389,44 @@ def compile_predicate(spec: ItemSpec, placeholders: Mapping[str, Sequence[str]],
     if match == "neq":
         return lambda vals, doc: any(x is not None for x in vals) and not pred(vals, doc)
     return pred
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    """A plain case-insensitive string item as a test of its field's lowercased texts: true when
+    some text is in `equal` or passes `rest`; with `all_of` (the `|all` modifier), when every
+    function of `all_of` accepts some text."""
+
+    equal: frozenset[str]
+    rest: Callable[[str], bool] | None
+    all_of: tuple[Callable[[str], bool], ...] = ()
+
+    def __call__(self, texts: list[str]) -> bool:
+        if self.all_of:
+            return all(any(f(t) for t in texts) for f in self.all_of)
+        if not self.equal.isdisjoint(texts):
+            return True
+        return self.rest is not None and any(map(self.rest, texts))
+
+
+def compile_text_match(spec: ItemSpec, placeholders: Mapping[str, Sequence[str]]) -> TextMatch | None:
+    """The item as a `TextMatch` when it is a plain case-insensitive string match (equal, contains,
+    startswith, endswith; any transformation); None for anything else.
+
+    It gives the verdict of `compile_predicate` (which must accept the item first), but the caller
+    lowers each field value once per event instead of once per pattern and rule.
+    """
+    match, transforms, want_all, cased, _ = split_modifiers(spec.modifiers)
+    if cased or match not in (None, "contains", "startswith", "endswith"):
+        return None
+    values = expand_values(spec.values, transforms, placeholders)
+    if not values or any(v is None or isinstance(v, dict | list) for v in values):
+        return None
+    mode = match or "eq"
+    patterns = [text_of(v) or "" for v in values]
+    if want_all:
+        return TextMatch(frozenset(), None, tuple(string_matcher(p, mode, False) for p in patterns))
+    return TextMatch(*_grouped(patterns, mode))
 
 
 def _numeric_test(op: Callable[[float, float], bool], bound: float) -> Callable[[list[Any]], bool]:

@@ -329,3 +329,51 @@ def test_with_tls_a_certificate_naming_no_node_sends_nothing(tmp_path: Path) -> 
     assert kit.send(kit.seal("node-2"), cert_node="node-2").status == pb.Ack.STORED
     assert kit.store.tree.size == 1
     kit.close()
+
+
+def test_sign_with_a_stolen_current_key_for_an_earlier_epoch(tmp_path: Path) -> None:
+    """node-1 changes to epoch 1 (its certifying batch names the new key); a thief holding epoch 1's key
+    signs a batch claiming epoch 0: rejected KEY_EPOCH_MISUSE; written into the store by hand, verify
+    reports exactly `key-epoch-misuse`."""
+    from agent.aggregator.index_rows import index_rows
+    from agent.keychain import KEYS_STREAM, cert_event
+    from agent.seal import ChainHead, open_payload
+
+    kit = Kit(tmp_path / "store")
+    sealer = Sealer("node-1", kit.node("node-1"), boot_id=bytes(16), boot_counter=1)
+    first = sealer.seal("auth", GENESIS, events(0, 2))
+    epoch1 = Ed25519PrivateKey.generate()
+    event = cert_event("node-1", 1, epoch1.public_key(), {"auth": 1, KEYS_STREAM: 1}, "2026-11-26T10:00:00.000000Z")
+    cert = sealer.seal_encoded(GENESIS, sealer.encode(KEYS_STREAM, 1, [event]), next_key=epoch1.public_key())
+    sealer.switch_key(epoch1, 1)
+    second = sealer.seal("auth", ChainHead(1, first.batch_hash), events(1, 2))
+    assert [kit.send(b).status for b in (first, cert, second)] == [pb.Ack.STORED] * 3
+    thief = Sealer("node-1", epoch1, key_epoch=0, boot_id=bytes(16), boot_counter=1)
+    forged = thief.seal("auth", ChainHead(2, second.batch_hash), events(2, 2))
+    ack = kit.send(forged)
+    assert (ack.status, ack.verdict) == (pb.Ack.REJECTED, "KEY_EPOCH_MISUSE")
+    assert "claims epoch 0" in ack.reason
+    body = open_payload(forged).body
+    assert body is not None
+    kit.store.append(batch_to_bytes(forged), forged, index_rows(body))  # past the aggregator, by hand
+    segment, offset, _ = kit.records()[-1]
+    kit.close()
+    assert problems(kit, "key-epoch-misuse") == [f"node-1/auth#3 {segment}@{offset}"]
+    assert kinds(kit, witness=False) == {"key-epoch-misuse"}
+
+
+def test_a_node_removed_from_the_trusted_keys_is_cut_off_whatever_its_epoch(tmp_path: Path) -> None:
+    from agent.seal import ChainHead, keyring_from
+
+    kit = Kit(tmp_path / "store")
+    sealer = Sealer("node-1", kit.node("node-1"), boot_id=bytes(16), boot_counter=1)
+    first = sealer.seal("auth", GENESIS, events(0, 2))
+    assert kit.send(first).status == pb.Ack.STORED
+    second = sealer.seal("auth", ChainHead(1, first.batch_hash), events(1, 2))
+    kit.ingestor.keyring = keyring_from({})  # what SIGHUP does once node-1.pub is removed
+    ack = kit.send(second)
+    assert (ack.status, ack.verdict) == (pb.Ack.REJECTED, "UNKNOWN_NODE") and "no longer enrolled" in ack.reason
+    kit.ingestor.keyring = keyring_from({"node-1": Ed25519PrivateKey.generate().public_key()})  # another key
+    ack = kit.send(second)
+    assert (ack.status, ack.verdict) == (pb.Ack.REJECTED, "UNKNOWN_KEY") and "new node id" in ack.reason
+    kit.close()

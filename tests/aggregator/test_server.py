@@ -78,6 +78,7 @@ def test_health_metrics_and_readiness_answer(workspace: Workspace) -> None:
     text = urllib.request.urlopen(base + "/metrics").read().decode()
     assert 'logseal_aggregator_acks_total{node="node-1",status="stored"} 1' in text
     assert "logseal_aggregator_store_writable 1" in text
+    assert 'logseal_aggregator_node_key_epoch{node="node-1"} 0' in text
     assert urllib.request.urlopen(base + "/readyz").status == 200
     assert agent.stop() == 0
     assert aggregator.stop() == 0

@@ -78,6 +78,7 @@ class Settings:
     loss_lines: int = 20
     drain_timeout_s: float = 120.0
     job_timeout_s: float = 60.0
+    epoch_batches: int = 0  # > 0: the node changes its signing key epoch every this many batches
 
 
 # -- the written files -----------------------------------------------------------------------------
@@ -257,6 +258,7 @@ class Chaos:
             "keep_original = true",
             "[batch]", "max_events = 50", "linger_ms = 20",
             "[ship]", "backoff_initial_ms = 20", "backoff_max_ms = 300",
+            *(["[keys]", f"epoch_batches = {self.s.epoch_batches}"] if self.s.epoch_batches else []),
         ]) + "\n")
         return config
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agent/_gen/logseal/v1/ingest.proto\x12\nlogseal.v1\"\xf5\x01\n\x0b\x42\x61tchHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tstream_id\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x11\n\tprev_hash\x18\x05 \x01(\x0c\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\r\x12\x1b\n\x13\x66irst_event_time_ns\x18\x08 \x01(\x03\x12\x1a\n\x12last_event_time_ns\x18\t \x01(\x03\x12\x16\n\x0epayload_sha256\x18\n \x01(\x0c\x12\x1b\n\x13uncompressed_length\x18\x0b \x01(\x04\"m\n\x05\x42\x61tch\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.logseal.v1.BatchHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x17\n\x0fpayload_dropped\x18\x04 \x01(\x08\"\xe1\x01\n\x03\x41\x63k\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.logseal.v1.Ack.Status\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07verdict\x18\x05 \x01(\t\x12\x12\n\nleaf_index\x18\x06 \x01(\x04\x12\x12\n\ncheckpoint\x18\x07 \x01(\t\"I\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06STORED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"8\n\x12\x43onsistencyRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"\"\n\x10\x43onsistencyProof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\x87\x01\n\x06Ingest\x12\x30\n\x06Stream\x12\x11.logseal.v1.Batch\x1a\x0f.logseal.v1.Ack(\x01\x30\x01\x12K\n\x0b\x43onsistency\x12\x1e.logseal.v1.ConsistencyRequest\x1a\x1c.logseal.v1.ConsistencyProofb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agent/_gen/logseal/v1/ingest.proto\x12\nlogseal.v1\"\xc1\x02\n\x0b\x42\x61tchHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tstream_id\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x11\n\tprev_hash\x18\x05 \x01(\x0c\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\r\x12\x1b\n\x13\x66irst_event_time_ns\x18\x08 \x01(\x03\x12\x1a\n\x12last_event_time_ns\x18\t \x01(\x03\x12\x16\n\x0epayload_sha256\x18\n \x01(\x0c\x12\x1b\n\x13uncompressed_length\x18\x0b \x01(\x04\x12\x11\n\tkey_epoch\x18\x0c \x01(\x04\x12\x0f\n\x07\x62oot_id\x18\r \x01(\x0c\x12\x14\n\x0c\x62oot_counter\x18\x0e \x01(\x04\x12\x10\n\x08next_key\x18\x0f \x01(\x0c\"m\n\x05\x42\x61tch\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.logseal.v1.BatchHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x17\n\x0fpayload_dropped\x18\x04 \x01(\x08\"\xe1\x01\n\x03\x41\x63k\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.logseal.v1.Ack.Status\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07verdict\x18\x05 \x01(\t\x12\x12\n\nleaf_index\x18\x06 \x01(\x04\x12\x12\n\ncheckpoint\x18\x07 \x01(\t\"I\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06STORED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"8\n\x12\x43onsistencyRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"\"\n\x10\x43onsistencyProof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\x87\x01\n\x06Ingest\x12\x30\n\x06Stream\x12\x11.logseal.v1.Batch\x1a\x0f.logseal.v1.Ack(\x01\x30\x01\x12K\n\x0b\x43onsistency\x12\x1e.logseal.v1.ConsistencyRequest\x1a\x1c.logseal.v1.ConsistencyProofb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,17 +32,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent._gen.logseal.v1.inges
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BATCHHEADER']._serialized_start=51
-  _globals['_BATCHHEADER']._serialized_end=296
-  _globals['_BATCH']._serialized_start=298
-  _globals['_BATCH']._serialized_end=407
-  _globals['_ACK']._serialized_start=410
-  _globals['_ACK']._serialized_end=635
-  _globals['_ACK_STATUS']._serialized_start=562
-  _globals['_ACK_STATUS']._serialized_end=635
-  _globals['_CONSISTENCYREQUEST']._serialized_start=637
-  _globals['_CONSISTENCYREQUEST']._serialized_end=693
-  _globals['_CONSISTENCYPROOF']._serialized_start=695
-  _globals['_CONSISTENCYPROOF']._serialized_end=729
-  _globals['_INGEST']._serialized_start=732
-  _globals['_INGEST']._serialized_end=867
+  _globals['_BATCHHEADER']._serialized_end=372
+  _globals['_BATCH']._serialized_start=374
+  _globals['_BATCH']._serialized_end=483
+  _globals['_ACK']._serialized_start=486
+  _globals['_ACK']._serialized_end=711
+  _globals['_ACK_STATUS']._serialized_start=638
+  _globals['_ACK_STATUS']._serialized_end=711
+  _globals['_CONSISTENCYREQUEST']._serialized_start=713
+  _globals['_CONSISTENCYREQUEST']._serialized_end=769
+  _globals['_CONSISTENCYPROOF']._serialized_start=771
+  _globals['_CONSISTENCYPROOF']._serialized_end=805
+  _globals['_INGEST']._serialized_start=808
+  _globals['_INGEST']._serialized_end=943
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BatchHeader(_message.Message):
-    __slots__ = ("version", "node_id", "stream_id", "seq", "prev_hash", "key_id", "event_count", "first_event_time_ns", "last_event_time_ns", "payload_sha256", "uncompressed_length")
+    __slots__ = ("version", "node_id", "stream_id", "seq", "prev_hash", "key_id", "event_count", "first_event_time_ns", "last_event_time_ns", "payload_sha256", "uncompressed_length", "key_epoch", "boot_id", "boot_counter", "next_key")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,10 @@ class BatchHeader(_message.Message):
     LAST_EVENT_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
     UNCOMPRESSED_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    KEY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    BOOT_COUNTER_FIELD_NUMBER: _ClassVar[int]
+    NEXT_KEY_FIELD_NUMBER: _ClassVar[int]
     version: int
     node_id: str
     stream_id: str
@@ -31,7 +35,11 @@ class BatchHeader(_message.Message):
     last_event_time_ns: int
     payload_sha256: bytes
     uncompressed_length: int
-    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., key_id: _Optional[str] = ..., event_count: _Optional[int] = ..., first_event_time_ns: _Optional[int] = ..., last_event_time_ns: _Optional[int] = ..., payload_sha256: _Optional[bytes] = ..., uncompressed_length: _Optional[int] = ...) -> None: ...
+    key_epoch: int
+    boot_id: bytes
+    boot_counter: int
+    next_key: bytes
+    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., key_id: _Optional[str] = ..., event_count: _Optional[int] = ..., first_event_time_ns: _Optional[int] = ..., last_event_time_ns: _Optional[int] = ..., payload_sha256: _Optional[bytes] = ..., uncompressed_length: _Optional[int] = ..., key_epoch: _Optional[int] = ..., boot_id: _Optional[bytes] = ..., boot_counter: _Optional[int] = ..., next_key: _Optional[bytes] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("header", "payload", "signature", "payload_dropped")
