@@ -1,6 +1,7 @@
 """`verify --jetstream` and `query --jetstream`: read a JetStream store's stream like a local store.
 
-Verification walks every message of the stream in order: each batch's signature, payload digest
+Verification walks every message of the stream in order: each batch's signature (by its node's
+key epochs, re-derived from the certifying batches in stream order, as `verify STORE` does), payload digest
 and chain link (a second copy of a (node, stream, seq) is `replayed`: stored twice), the batch's
 subject against its header, the Merkle log recomputed in stream order against the bucket's
 append state and against every signed checkpoint, and kept equivocation evidence. Keys come from
@@ -24,11 +25,11 @@ from agent import merkle
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.jetstream import LOG_KEY, MERKLE_KEY, Names, connect, iter_messages, parse_merkle, untoken
 from agent.aggregator.query import EventFilter
-from agent.aggregator.verify import _KIND_BY_VERDICT, DeclaredGap, Problem, Report
+from agent.aggregator.verify import _KIND_BY_VERDICT, DeclaredGap, Problem, Report, _EpochWalk
 from agent.checkpoint import CheckpointError, open_checkpoint
 from agent.errors import StoreError
 from agent.keys import load_public_key, load_trusted_keys
-from agent.seal import ChainTracker, Keyring, keyring_from, open_payload, verify_signature
+from agent.seal import ChainTracker, Keyring, keyring_from, open_payload
 from agent.wire import WireError, batch_from_bytes
 
 T = TypeVar("T")
@@ -99,6 +100,7 @@ async def _verify(servers: Sequence[str], stream: str, keys_dir: Path | None, ag
         log_doc = await _kv_value(kv, LOG_KEY)
         merkle_doc = await _kv_value(kv, MERKLE_KEY)
         chains: dict[tuple[str, str], ChainTracker] = {}
+        epochs = _EpochWalk(keyring)
         leaves: list[bytes] = []
         notes: list[tuple[str, str]] = []
         async for msg in iter_messages(js, stream, f"{stream}.>"):
@@ -125,7 +127,7 @@ async def _verify(servers: Sequence[str], stream: str, keys_dir: Path | None, ag
             report.batches += 1
             if subject != names.batch_subject(h.node_id, h.stream_id):
                 add("modified", where, name, f"published on {subject}, not on its chain's subject")
-            finding = verify_signature(batch, keyring)
+            finding = epochs.check(batch)
             if not finding.ok:
                 add(_KIND_BY_VERDICT[finding.verdict], where, name, str(finding))
             if batch.payload_dropped:
@@ -136,7 +138,11 @@ async def _verify(servers: Sequence[str], stream: str, keys_dir: Path | None, ag
                 opened = open_payload(batch)
                 if not opened.finding.ok:
                     add(_KIND_BY_VERDICT[opened.finding.verdict], where, name, str(opened.finding))
-                elif opened.body:
+                elif finding.ok and h.next_key and opened.body is not None:
+                    certified = epochs.certify(batch, opened.body)
+                    if not certified.ok:
+                        add(_KIND_BY_VERDICT[certified.verdict], where, name, str(certified))
+                if opened.finding.ok and opened.body:
                     for row in index_rows(opened.body):
                         if row[2] == "logseal.gap":
                             report.gaps.append(DeclaredGap(where, name, f"gap record at event {row[0]}"))
