@@ -473,13 +473,13 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
                           "out to have one created in the store)")
     if config.enrollment not in ("pinned", "tofu"):
         raise ConfigError(f"{where}: enrollment: {config.enrollment!r} is not \"pinned\" or \"tofu\"")
-    if config.enrollment == "tofu" and config.tls is None:
-        raise ConfigError(f"{where}: enrollment: \"tofu\" needs [tls] (client certificates name the node); "
-                          "add a [tls] table or use \"pinned\"")
     if config.enrollment == "tofu" and config.store.type == "jetstream":
         raise ConfigError(f"{where}: enrollment: \"tofu\" pins keys in one aggregator's trusted_keys_dir, which the "
                           "other aggregators of a jetstream store do not see; use \"pinned\" (same .pub files on "
                           "every aggregator)")
+    if config.enrollment == "tofu" and config.tls is None:
+        raise ConfigError(f"{where}: enrollment: \"tofu\" needs [tls] (client certificates name the node); "
+                          "add a [tls] table or use \"pinned\"")
     if config.witness_dir is not None and config.witness_dir.exists() and not config.witness_dir.is_dir():
         raise ConfigError(f"{where}: witness_dir: {config.witness_dir} is not a directory")
     if config.retention is not None:

@@ -21,11 +21,11 @@ def _agent(tmp_path: Path, aggregator: str) -> Path:
     return path
 
 
-def _aggregator(tmp_path: Path, store: str) -> Path:
+def _aggregator(tmp_path: Path, store: str, top: str = "") -> Path:
     (tmp_path / "trusted").mkdir(exist_ok=True)
     path = tmp_path / "aggregator.toml"
     path.write_text(f'listen = "127.0.0.1:0"\nstore_dir = "{tmp_path}/store"\ntrusted_keys_dir = "{tmp_path}/trusted"\n'
-                    f'[store]\n{store}\n')
+                    f'{top}[store]\n{store}\n')
     return path
 
 
@@ -70,4 +70,13 @@ def test_a_bad_store_section_is_one_line_naming_the_key(tmp_path: Path, store: s
     with pytest.raises(ConfigError) as caught:
         load_aggregator_config(_aggregator(tmp_path, store))
     assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_trust_on_first_use_is_refused_with_a_jetstream_store(tmp_path: Path) -> None:
+    """A key pinned on first use lands in one aggregator's trusted_keys_dir; the others would not know it."""
+    with pytest.raises(ConfigError) as caught:
+        load_aggregator_config(_aggregator(tmp_path, 'type = "jetstream"\nservers = ["nats://a:4222"]',
+                                           top='enrollment = "tofu"\n'))
+    assert "enrollment: \"tofu\" pins keys in one aggregator's trusted_keys_dir" in str(caught.value)
     assert "\n" not in str(caught.value)
