@@ -69,6 +69,8 @@ class _Counter:
                     self.batches += 1
                 except WireError:
                     continue
+        except (nats.errors.TimeoutError, TimeoutError):
+            pass  # a fetch timed out (a loaded machine, a leader election): read on from here at the next poll
         finally:
             await nc.close()
         return self.events
