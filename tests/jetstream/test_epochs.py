@@ -7,6 +7,7 @@ ships through two JetStream aggregators, one of which is killed, and `verify --j
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
@@ -20,11 +21,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.ingest import Ingestor
-from agent.aggregator.jetstream import JetStreamStore
-from agent.aggregator.jetstream_read import query_jetstream
+from agent.aggregator.jetstream import EXPECTED_LAST_SUBJECT_SEQ, MSG_ID, JetStreamStore, Names, connect
+from agent.aggregator.jetstream_read import query_jetstream, verify_jetstream
 from agent.aggregator.query import EventFilter
 from agent.epochs import EpochKeeper
 from agent.errors import StoreError
+from agent.keychain import KEYS_STREAM
 from agent.keys import load_or_create_key, load_public_key, write_keypair
 from agent.localnats import NatsCluster
 from agent.localrun import LocalProcess, Workspace, logseal_command, wait_for
@@ -103,6 +105,39 @@ def test_an_epoch_certified_through_one_aggregator_retires_the_old_key_at_the_ot
     report = orjson.loads(result.stdout)
     assert result.returncode == 0, report["problems"]
     assert report["batches"] == 5 + 2  # 5 auth batches and 2 certifying batches
+
+
+def test_a_certifying_batch_published_by_a_writer_that_stopped_is_taken_as_its_epoch_at_the_resend(
+        tmp_path: Path, nats_cluster: NatsCluster, two_aggregators: tuple[JetStreamStore, JetStreamStore]) -> None:
+    store_a, store_b = two_aggregators
+    node = Node(tmp_path)
+    keyring = keyring_from({"node-1": load_public_key(node.public)})
+    agg_a, agg_b = Ingestor(store_a, keyring), Ingestor(store_b, keyring)
+    (first,) = node.next_batches()
+    second, certifying = node.next_batches()
+    for batch in (first, second):
+        assert agg_a.handle(batch_to_bytes(batch), "a").status == pb.Ack.STORED
+
+    async def publish_only() -> None:  # A killed after publishing the certifying batch, before the bucket
+        nc = await connect(nats_cluster.urls)
+        try:
+            await nc.jetstream().publish(Names(STREAM).batch_subject("node-1", KEYS_STREAM),
+                                         batch_to_bytes(certifying),
+                                         headers={MSG_ID: f"node-1.{KEYS_STREAM}.1", EXPECTED_LAST_SUBJECT_SEQ: "0"})
+        finally:
+            await nc.close()
+
+    asyncio.run(publish_only())
+    assert [r.epoch for r in store_b.epoch_records("node-1")] == [0]
+    (third,) = node.next_batches()  # epoch 1's first batch
+    ack = agg_b.handle(batch_to_bytes(third), "b")
+    assert (ack.status, ack.verdict) == (pb.Ack.REJECTED, "KEY_EPOCH_PENDING")
+    assert agg_b.handle(batch_to_bytes(certifying), "b").status == pb.Ack.DUPLICATE  # the agent's resend
+    assert [r.epoch for r in store_b.epoch_records("node-1")] == [0, 1]
+    assert agg_b.handle(batch_to_bytes(third), "b").status == pb.Ack.STORED
+    report = verify_jetstream(nats_cluster.url, STREAM)
+    assert report.ok, report.problems
+    assert report.batches == 4
 
 
 # Real processes.
