@@ -210,7 +210,9 @@ wait_for() {  # what, seconds, test command...
     local what=$1 deadline=$((SECONDS + $2)); shift 2
     until "$@"; do [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"; sleep 0.5; done
 }
-serving() { podman logs "$agg" 2>&1 | grep -q '"msg":"aggregator serving"'; }
+# The log is read whole before grep: `grep -q` stops at the first match, and under pipefail the
+# SIGPIPE that gives `podman logs` would fail the check.
+serving() { local out; out=$(podman logs "$agg" 2>&1); grep -q '"msg":"aggregator serving"' <<<"$out"; }
 wait_for "the aggregator to serve" 60 serving
 daemon --name "$agent" --network "container:$agg" -v "$ROOT_DIR/packaging/agent.toml:/etc/logseal/agent.toml:ro" \
     -v "$work/hosts:/etc/hosts:ro" -v "$work/tls-node:/etc/logseal/tls:ro" -v "$work/node-state:/var/lib/logseal" \
@@ -235,7 +237,8 @@ for n, line in enumerate(sys.stdin, 1):
 assert n, "no log lines"
 ' || fail "$c: its log is not JSON lines"
 done
-podman logs "$agg" 2>&1 | grep -q '"msg":"aggregator serving".*"tls":true' || fail "the aggregator did not serve with TLS"
+agg_log=$(podman logs "$agg" 2>&1)
+grep -q '"msg":"aggregator serving".*"tls":true' <<<"$agg_log" || fail "the aggregator did not serve with TLS"
 state=(-v "$work/agg-state:/var/lib/logseal-aggregator")
 verdict=$(run "${state[@]}" "$TAG" verify "$store") || fail "logseal verify: $verdict"
 count=$(run "${state[@]}" "$TAG" query "$store" --json | wc -l)
