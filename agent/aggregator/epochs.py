@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS node_keys (
     how TEXT NOT NULL, detail TEXT NOT NULL, recorded_ns INTEGER NOT NULL,
     PRIMARY KEY (node, epoch)
 );
+CREATE TABLE IF NOT EXISTS enrollments (  -- the aggregator's signature over each node's epoch-0 row
+    node TEXT PRIMARY KEY, attestation TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS node_boots (
     node TEXT NOT NULL, boot_counter INTEGER NOT NULL, boot_id BLOB NOT NULL, first_seen_ns INTEGER NOT NULL,
     PRIMARY KEY (node, boot_counter)
@@ -61,6 +64,8 @@ class EpochRecord:
     ends: Mapping[str, int]
     how: str
     detail: str
+    # Epoch 0: the aggregator's signature over the enrollment (agent/aggregator/enrollment.py).
+    attestation: str = ""
 
     @property
     def key(self) -> Ed25519PublicKey:
@@ -133,15 +138,19 @@ def cert_record(cert: EpochCert, where: str) -> EpochRecord:
 # The local store's tables.
 
 def sqlite_epoch_records(db: sqlite3.Connection, node: str) -> list[EpochRecord]:
-    rows = db.execute("SELECT epoch, public_key, ends, how, detail FROM node_keys WHERE node=? ORDER BY epoch",
+    rows = db.execute("SELECT k.epoch, k.public_key, k.ends, k.how, k.detail, e.attestation FROM node_keys k "
+                      "LEFT JOIN enrollments e ON e.node = k.node AND k.epoch = 0 WHERE k.node=? ORDER BY k.epoch",
                       (node,)).fetchall()
-    return [EpochRecord(int(r[0]), bytes(r[1]), orjson.loads(r[2]), str(r[3]), str(r[4])) for r in rows]
+    return [EpochRecord(int(r[0]), bytes(r[1]), orjson.loads(r[2]), str(r[3]), str(r[4]), str(r[5] or ""))
+            for r in rows]
 
 
 def sqlite_enrol(db: sqlite3.Connection, node: str, record: EpochRecord) -> bool:
     cur = db.execute("INSERT OR IGNORE INTO node_keys VALUES (?,?,?,?,?,?,?,?)",
                      (node, record.epoch, key_id_of(record.key), record.public_key,
                       orjson.dumps(dict(record.ends)).decode(), record.how, record.detail, time.time_ns()))
+    if cur.rowcount == 1 and record.attestation:
+        db.execute("INSERT OR IGNORE INTO enrollments VALUES (?,?)", (node, record.attestation))
     return cur.rowcount == 1
 
 
@@ -168,8 +177,10 @@ class EpochIndex:
     aggregators write too) each node's epochs are read from the store at every batch, so an epoch
     another aggregator certified retires the one before it here at once."""
 
-    def __init__(self, store: EpochStore, *, cache_chains: bool = True) -> None:
+    def __init__(self, store: EpochStore, *, cache_chains: bool = True,
+                 attest: Callable[[str, bytes, str, str], str] | None = None) -> None:
         self.store = store
+        self.attest = attest
         self.cache_chains = cache_chains
         self._chains: dict[str, EpochChain] = {}
         self._boots: dict[tuple[str, int], Boot] = {}
@@ -199,11 +210,13 @@ class EpochIndex:
 
     def enrol(self, node: str, key: Ed25519PublicKey, how: str, detail: str) -> EpochChain | None:
         """Record the node's epoch-0 key (a security record); None when another writer enrolled it first."""
-        if not self.store.enrol(node, EpochRecord(0, raw_public(key), {}, how, detail)):
+        raw = raw_public(key)
+        attestation = self.attest(node, raw, how, detail) if self.attest is not None else ""
+        if not self.store.enrol(node, EpochRecord(0, raw, {}, how, detail, attestation)):
             self.forget(node)
             return None
         log.warning("node enrolled", extra={"node": node, "epoch": 0, "key_id": key_id_of(key), "how": how,
-                                            "detail": detail})
+                                            "detail": detail, "attested": bool(attestation)})
         chain = EpochChain({0: key})
         self._chains[node] = chain
         return chain

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent._gen.logseal.v1 import ingest_pb2 as pb
 from agent.aggregator.checkpoints import Checkpointer
 from agent.aggregator.detection import DetectionShell
+from agent.aggregator.enrollment import attest
 from agent.aggregator.epochs import EpochIndex, EpochRecords, check_boot
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.store import StoredCheckpoint
@@ -96,6 +97,10 @@ class CheckpointSigner(Protocol):
 
     def after_append(self, now_ns: int) -> None: ...
 
+    # The aggregator's checkpoint key and origin, which also sign enrollment attestations.
+    key: Ed25519PrivateKey
+    origin: str
+
 
 # A shared store's chain can move under a batch (another aggregator stored it): verify again, boundedly.
 _MAX_ATTEMPTS = 8
@@ -106,7 +111,9 @@ class Ingestor:
                  checkpointer: Checkpointer | CheckpointSigner | None = None, bind_identity: bool = False,
                  enrollment: str = "pinned", trusted_keys_dir: Path | None = None) -> None:
         self.store = store
-        self.epochs = EpochIndex(store, cache_chains=not store.shared)
+        signer = checkpointer
+        self.epochs = EpochIndex(store, cache_chains=not store.shared, attest=None if signer is None else (
+            lambda node, raw, how, detail: attest(signer.origin, signer.key, node, raw, how, detail)))
         self.enrollment = enrollment
         self.trusted_keys_dir = trusted_keys_dir
         self.keyring = keyring

@@ -246,15 +246,18 @@ def _merkle_value(state: merkle.MerkleState, sseq: int) -> bytes:
 
 
 def _epoch_doc(record: EpochRecord) -> dict[str, Any]:
-    return {"key": record.public_key.hex(), "ends": dict(record.ends), "how": record.how, "detail": record.detail,
-            "ns": time.time_ns()}
+    doc: dict[str, Any] = {"key": record.public_key.hex(), "ends": dict(record.ends), "how": record.how,
+                           "detail": record.detail, "ns": time.time_ns()}
+    if record.attestation:
+        doc["attestation"] = record.attestation
+    return doc
 
 
 def parse_epochs(value: bytes) -> list[EpochRecord]:
     """The records of an `epochs.<node>` entry, in epoch order."""
     doc = orjson.loads(value)
     return [EpochRecord(int(epoch), bytes.fromhex(item["key"]), {str(k): int(v) for k, v in item["ends"].items()},
-                        str(item["how"]), str(item["detail"]))
+                        str(item["how"]), str(item["detail"]), str(item.get("attestation", "")))
             for epoch, item in sorted(doc.items(), key=lambda kv: int(kv[0]))]
 
 

@@ -30,6 +30,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import merkle
+from agent.aggregator.enrollment import check_attestation
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.retention_verify import Deleted, trusted_deletions
 from agent.aggregator.store import StoredCheckpoint, connect_index, read_checkpoints, read_segment
@@ -123,6 +124,7 @@ def store_keyring(store_dir: Path, keys_dir: Path | None) -> dict[str, dict[str,
     return ring
 
 
+BAD_ENROLLMENT = "bad-enrollment-record"
 _KIND_BY_VERDICT = {
     Verdict.BAD_SIGNATURE: "bad-signature",
     Verdict.UNKNOWN_KEY: "unknown-key",
@@ -332,6 +334,9 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
             add("missing", f"{r[5]}@{r[6]}", f"{r[1]}/{r[2]}#{r[3]}",
                 "the index lists this batch but no record is at that place")
     _check_equivocations(db, keyring, add)
+    origin = str(origin_row[0]) if origin_row is not None else next(
+        (_origin_of(cp.note) for cp in read_checkpoints(db)), None)
+    _check_enrollments(db, origin, _aggregator_key(store_dir, aggregator_pub), keyring, add, report.info)
     try:
         stored = read_checkpoints(db)
     except sqlite3.Error:  # a store from before the Merkle log
@@ -346,6 +351,34 @@ def verify_store(store_dir: Path, keys_dir: Path | None = None, witness_dir: Pat
 def _aggregator_key(store_dir: Path, aggregator_pub: Path | None) -> Ed25519PublicKey | None:
     path = aggregator_pub if aggregator_pub is not None else store_dir / "aggregator.pub"
     return load_public_key(path) if aggregator_pub is not None or path.exists() else None
+
+
+def _check_enrollments(db: sqlite3.Connection, origin: str | None, aggregator: Ed25519PublicKey | None,
+                       keyring: dict[str, dict[str, Ed25519PublicKey]], add: Callable[[str, str, str, str], None],
+                       info: list[str]) -> None:
+    """Each node's epoch-0 key as enrolled: signed by the aggregator over exactly these columns, and the
+    key the node's batches verify with."""
+    try:
+        rows = db.execute("SELECT k.node, k.key_id, k.public_key, k.how, k.detail, e.attestation FROM node_keys k "
+                          "LEFT JOIN enrollments e ON e.node = k.node WHERE k.epoch = 0 ORDER BY k.node").fetchall()
+    except sqlite3.Error:
+        return
+    for node, key_id, public_key, how, detail, attestation in rows:
+        where = f"enrollment of {node}"
+        if node in keyring and key_id not in keyring[node]:
+            add(BAD_ENROLLMENT, where, "", f"the enrolled key {key_id} is not a key the node's batches verify with")
+        if not attestation:
+            if aggregator is not None:
+                info.append(f"{where} ({how}) carries no aggregator attestation (enrolled without an aggregator key)")
+            continue
+        if aggregator is None or origin is None:
+            info.append(f"{where}: attestation not checked (no aggregator public key or origin)")
+            continue
+        try:
+            check_attestation(origin, aggregator, str(node), bytes(public_key), str(how), str(detail),
+                              str(attestation))
+        except CheckpointError as exc:
+            add(BAD_ENROLLMENT, where, "", f"the aggregator's attestation does not match this enrollment: {exc}")
 
 
 def _check_equivocations(db: sqlite3.Connection, keyring: dict[str, dict[str, Ed25519PublicKey]],
