@@ -13,11 +13,14 @@ import sys
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agent.errors import LogsealError
+from agent.errors import ConfigError, LogsealError
+
+if TYPE_CHECKING:
+    from agent.aggregator.nats_tls import NatsTls
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -86,6 +89,24 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _nats_tls_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nats-ca", help="with --jetstream: CA of the NATS servers' certificates (connect over TLS)")
+    p.add_argument("--nats-cert", help="with --jetstream: client certificate, for servers that verify clients")
+    p.add_argument("--nats-key", help="with --jetstream: the key of --nats-cert")
+
+
+def _nats_tls_of(args: argparse.Namespace) -> NatsTls | None:
+    from agent.aggregator.nats_tls import nats_tls
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    try:
+        return nats_tls(path(args.nats_ca), path(args.nats_cert), path(args.nats_key), f"{args.command} --nats")
+    except ConfigError as exc:
+        raise LogsealError(str(exc)) from None
+
+
 def _store_or_jetstream(args: argparse.Namespace) -> None:
     """Exactly one of STORE and --jetstream URL (with --stream NAME)."""
     if (args.store is None) == (args.jetstream is None):
@@ -104,7 +125,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         if args.witness:
             raise LogsealError("verify --jetstream: --witness applies to a local store")
         report = verify_jetstream(args.jetstream, args.stream, Path(args.keys) if args.keys else None,
-                                  Path(args.aggregator_pub) if args.aggregator_pub else None)
+                                  Path(args.aggregator_pub) if args.aggregator_pub else None, _nats_tls_of(args))
     else:
         report = verify_store(Path(args.store), Path(args.keys) if args.keys else None,
                               Path(args.witness) if args.witness else None,
@@ -235,7 +256,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.jetstream is not None:
         from agent.aggregator.jetstream_read import query_jetstream
 
-        events: Iterable[dict[str, Any]] = query_jetstream(args.jetstream, args.stream, flt)
+        events: Iterable[dict[str, Any]] = query_jetstream(args.jetstream, args.stream, flt, _nats_tls_of(args))
     else:
         events = query_events(Path(args.store), flt)
     if not args.json:
@@ -345,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", nargs="?", help="a local store folder (or give --jetstream)")
     p.add_argument("--jetstream", metavar="URL", help="verify a JetStream store: NATS URL(s), comma-separated")
     p.add_argument("--stream", help="with --jetstream: the stream name ([store] stream)")
+    _nats_tls_arguments(p)
     p.add_argument("--keys", help="enrolled keys folder (<node_id>.pub) instead of the store's own copies")
     p.add_argument("--witness", help="folder of witnessed checkpoints (the aggregator's witness_dir)")
     p.add_argument("--aggregator-pub", help="the aggregator's public key held apart from the store "
@@ -384,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", nargs="?", help="a local store folder (or give --jetstream)")
     p.add_argument("--jetstream", metavar="URL", help="read a JetStream store: NATS URL(s), comma-separated")
     p.add_argument("--stream", help="with --jetstream: the stream name ([store] stream)")
+    _nats_tls_arguments(p)
     p.add_argument("--since", help="RFC 3339 time or age (15m, 2h, 7d)")
     p.add_argument("--until", help="RFC 3339 time or age")
     p.add_argument("--node")

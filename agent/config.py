@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from agent.aggregator.alert_outputs import AlertOutputConfig
 from agent.aggregator.forward.config import ForwardConfig, check_forwards
+from agent.aggregator.nats_tls import nats_tls
 from agent.aggregator.retention_policy import policy_from
 from agent.errors import ConfigError
 
@@ -159,6 +160,12 @@ class StoreConfig:
     `<stream>-state`."""
     replicas: int = 3
     """jetstream: replicas of the stream and the bucket (1..5)."""
+    tls_ca: Path | None = None
+    """jetstream: CA of the NATS servers' certificates; set it to connect over TLS."""
+    tls_cert: Path | None = None
+    """jetstream: the aggregator's client certificate, for servers that verify clients."""
+    tls_key: Path | None = None
+    """jetstream: the key of `tls_cert` (keep it 0600)."""
 
 
 @dataclass(frozen=True)
@@ -518,3 +525,4 @@ def _check_store_type(store: StoreConfig, where: str) -> None:
     if not store.stream or not all(c.isalnum() or c in "_-" for c in store.stream):
         raise ConfigError(f"{where}.stream: {store.stream!r} may hold only letters, digits, '_' and '-'")
     _positive(store.replicas, f"{where}.replicas", 1, 5)
+    nats_tls(store.tls_ca, store.tls_cert, store.tls_key, where)

@@ -60,6 +60,9 @@ class NatsCluster:
     root: Path
     size: int = 3
     nodes: list[NatsNode] = field(default_factory=list)
+    # (server certificate, its key, CA of client certificates): clients must connect over TLS with a
+    # certificate from that CA. Routes between the nodes stay on loopback without TLS.
+    tls: tuple[Path, Path, Path] | None = None
 
     def start(self, timeout_s: float = 30) -> NatsCluster:
         binary = nats_server_binary()
@@ -76,7 +79,9 @@ class NatsCluster:
                 f'server_name: "{name}"\nlisten: "127.0.0.1:{client}"\nhttp: "127.0.0.1:{http}"\nmax_payload: 8MB\n'
                 f'jetstream {{\n  store_dir: "{folder / "js"}"\n  max_memory_store: 64MB\n'
                 f'  max_file_store: 4GB\n}}\n'
-                f'cluster {{\n  name: "logseal"\n  listen: "127.0.0.1:{route}"\n  routes: [{routes}]\n}}\n')
+                f'cluster {{\n  name: "logseal"\n  listen: "127.0.0.1:{route}"\n  routes: [{routes}]\n}}\n'
+                + (f'tls {{\n  cert_file: "{self.tls[0]}"\n  key_file: "{self.tls[1]}"\n  ca_file: "{self.tls[2]}"\n'
+                   '  verify: true\n  timeout: 5\n}\n' if self.tls is not None else ""))
             process = LocalProcess(f"nats {name}", [binary, "-c", str(config)], folder / "nats.log")
             process.start()
             self.nodes.append(NatsNode(name, client, route, http, process))

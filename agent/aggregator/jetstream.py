@@ -57,6 +57,7 @@ from nats.js.kv import KeyValue
 from agent import merkle
 from agent.aggregator.epochs import Boot, EpochRecord, EpochRecords, cert_record
 from agent.aggregator.index_rows import IndexRow
+from agent.aggregator.nats_tls import NatsTls
 from agent.aggregator.store_api import ChainMoved, StoreUnavailable
 from agent.errors import StoreError
 from agent.keychain import read_cert
@@ -145,7 +146,8 @@ def _msg_id(node: str, stream: str, seq: int) -> str:
     return f"{token(node)}.{token(stream)}.{seq}"
 
 
-async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: float = 10.0) -> Client:
+async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: float = 10.0,
+                  tls: NatsTls | None = None) -> Client:
     """A connection that reconnects for ever once made; the first connect gives up after `timeout_s`."""
 
     state = {"connected": False, "last": ""}
@@ -168,7 +170,7 @@ async def connect(servers: Sequence[str], name: str = "logseal", timeout_s: floa
         nc = await asyncio.wait_for(nats.connect(
             servers=list(servers), name=name, connect_timeout=2, reconnect_time_wait=0.25,
             max_reconnect_attempts=-1, error_cb=on_error, disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect), timeout=timeout_s)
+            reconnected_cb=on_reconnect, tls=tls.context() if tls is not None else None), timeout=timeout_s)
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         reason = state["last"] or str(exc) or type(exc).__name__
         raise StoreError(f"cannot reach NATS at {', '.join(servers)} within {timeout_s:.0f}s: {reason}") from None
@@ -286,8 +288,8 @@ class JetStreamLog:
 
     @classmethod
     async def open(cls, servers: Sequence[str], stream: str, replicas: int,
-                   connect_timeout_s: float = 10.0) -> JetStreamLog:
-        nc = await connect(servers, name="logseal-aggregator", timeout_s=connect_timeout_s)
+                   connect_timeout_s: float = 10.0, tls: NatsTls | None = None) -> JetStreamLog:
+        nc = await connect(servers, name="logseal-aggregator", timeout_s=connect_timeout_s, tls=tls)
         js = nc.jetstream(timeout=REQUEST_TIMEOUT_S)
         names = Names(stream)
         try:
@@ -586,14 +588,16 @@ class JetStreamLog:
 class JetStreamStore:
     """The store interface of the Ingestor over `JetStreamLog`, run on its own event loop thread."""
 
-    def __init__(self, servers: Sequence[str], stream: str, replicas: int = 3, connect_timeout_s: float = 10.0) -> None:
+    def __init__(self, servers: Sequence[str], stream: str, replicas: int = 3, connect_timeout_s: float = 10.0,
+                 tls: NatsTls | None = None) -> None:
         self.servers = list(servers)
         self.names = Names(stream)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="logseal-nats", daemon=True)
         self._thread.start()
         try:
-            self.log = self._run(JetStreamLog.open(self.servers, stream, replicas, connect_timeout_s), timeout_s=60)
+            self.log = self._run(JetStreamLog.open(self.servers, stream, replicas, connect_timeout_s, tls),
+                                 timeout_s=60)
         except BaseException:
             self._stop_loop()
             self._loop.close()

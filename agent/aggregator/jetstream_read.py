@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from agent import merkle
 from agent.aggregator.index_rows import index_rows
 from agent.aggregator.jetstream import LOG_KEY, MERKLE_KEY, Names, connect, iter_messages, parse_merkle, untoken
+from agent.aggregator.nats_tls import NatsTls
 from agent.aggregator.query import EventFilter
 from agent.aggregator.verify import _KIND_BY_VERDICT, DeclaredGap, Problem, Report, _EpochWalk
 from agent.checkpoint import CheckpointError, open_checkpoint
@@ -43,8 +44,8 @@ def servers_of(url: str) -> list[str]:
     return servers
 
 
-async def _open(servers: Sequence[str], stream: str) -> tuple[Any, Any, Any]:
-    nc = await connect(servers, name="logseal-reader")
+async def _open(servers: Sequence[str], stream: str, tls: NatsTls | None = None) -> tuple[Any, Any, Any]:
+    nc = await connect(servers, name="logseal-reader", tls=tls)
     js = nc.jetstream(timeout=10)
     names = Names(stream)
     try:
@@ -87,8 +88,9 @@ async def _bucket_keyring(kv: Any) -> Keyring:
     return ring
 
 
-async def _verify(servers: Sequence[str], stream: str, keys_dir: Path | None, aggregator_pub: Path | None) -> Report:
-    nc, js, kv = await _open(servers, stream)
+async def _verify(servers: Sequence[str], stream: str, keys_dir: Path | None, aggregator_pub: Path | None,
+                  tls: NatsTls | None = None) -> Report:
+    nc, js, kv = await _open(servers, stream, tls)
     names = Names(stream)
     report = Report(store=f"{','.join(servers)} stream {stream}")
 
@@ -231,16 +233,17 @@ async def _retried(read: Callable[[], Awaitable[T]]) -> T:
 
 
 def verify_jetstream(url: str, stream: str, keys_dir: Path | None = None,
-                     aggregator_pub: Path | None = None) -> Report:
+                     aggregator_pub: Path | None = None, tls: NatsTls | None = None) -> Report:
     servers = servers_of(url)
     try:
-        return asyncio.run(_retried(lambda: _verify(servers, stream, keys_dir, aggregator_pub)))
+        return asyncio.run(_retried(lambda: _verify(servers, stream, keys_dir, aggregator_pub, tls)))
     except (nats.errors.Error, TimeoutError) as exc:
         raise StoreError(f"--jetstream {url}: {str(exc) or type(exc).__name__}") from None
 
 
-async def _query(servers: Sequence[str], stream: str, flt: EventFilter) -> list[dict[str, Any]]:
-    nc, js, _ = await _open(servers, stream)
+async def _query(servers: Sequence[str], stream: str, flt: EventFilter,
+                 tls: NatsTls | None = None) -> list[dict[str, Any]]:
+    nc, js, _ = await _open(servers, stream, tls)
     names = Names(stream)
     subject = names.batches if flt.node is None else f"{names.batch_subject(flt.node, 'x').rsplit('.', 1)[0]}.>"
     found: list[tuple[int, int, int, bytes]] = []
@@ -270,10 +273,10 @@ async def _query(servers: Sequence[str], stream: str, flt: EventFilter) -> list[
     return [orjson.loads(row[3]) for row in found]
 
 
-def query_jetstream(url: str, stream: str, flt: EventFilter) -> list[dict[str, Any]]:
+def query_jetstream(url: str, stream: str, flt: EventFilter, tls: NatsTls | None = None) -> list[dict[str, Any]]:
     """Stored events matching `flt`, ordered as `query STORE` orders them (time, then ingest order)."""
     servers = servers_of(url)
     try:
-        return asyncio.run(_retried(lambda: _query(servers, stream, flt)))
+        return asyncio.run(_retried(lambda: _query(servers, stream, flt, tls)))
     except (nats.errors.Error, TimeoutError) as exc:
         raise StoreError(f"--jetstream {url}: {str(exc) or type(exc).__name__}") from None

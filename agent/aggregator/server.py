@@ -39,6 +39,7 @@ from agent.aggregator.forward.forwarder import Forwarding
 from agent.aggregator.ingest import Ingestor, security_event
 from agent.aggregator.jetstream import JetStreamStore
 from agent.aggregator.jetstream_checkpoints import JetStreamCheckpointer
+from agent.aggregator.nats_tls import nats_tls
 from agent.aggregator.retention import RetentionService
 from agent.aggregator.retention_policy import policy_from
 from agent.aggregator.store import Store
@@ -85,7 +86,9 @@ class Aggregator:
         self.store: Store | JetStreamStore
         self.checkpointer: Checkpointer | JetStreamCheckpointer
         if config.store.type == "jetstream":
-            self.store = JetStreamStore(config.store.servers, config.store.stream, config.store.replicas)
+            s = config.store
+            self.store = JetStreamStore(s.servers, s.stream, s.replicas,
+                                        tls=nats_tls(s.tls_ca, s.tls_cert, s.tls_key, "store"))
             self.checkpointer = JetStreamCheckpointer.from_config(self.store, config, time.time_ns())
         else:
             self.store = Store(config.store_dir, config.store.segment_max_bytes)

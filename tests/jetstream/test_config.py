@@ -80,3 +80,16 @@ def test_trust_on_first_use_is_refused_with_a_jetstream_store(tmp_path: Path) ->
                                            top='enrollment = "tofu"\n'))
     assert "enrollment: \"tofu\" pins keys in one aggregator's trusted_keys_dir" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("tls", "expected"), [
+    ('tls_cert = "{d}/c.pem"\ntls_key = "{d}/k.pem"', "needs the cluster's CA too"),
+    ('tls_ca = "{d}/ca.pem"\ntls_cert = "{d}/c.pem"', "give both tls_cert and tls_key"),
+    ('tls_ca = "{d}/missing.pem"', "store.tls_ca: file"),
+])
+def test_nats_tls_settings_are_checked_at_load(tmp_path: Path, tls: str, expected: str) -> None:
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / name).write_text("x")
+    store = 'type = "jetstream"\nservers = ["nats://127.0.0.1:4222"]\n' + tls.format(d=tmp_path)
+    with pytest.raises(ConfigError, match=expected):
+        load_aggregator_config(_aggregator(tmp_path, store))
