@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.durable import fsync_dir
 from agent.errors import KeyFileError
 from agent.keychain import KEYS_STREAM, cert_event
 from agent.keys import load_private_key, write_private_key
@@ -35,14 +36,6 @@ from agent.seal import ChainHead, SealedBatch, Sealer, key_id_of, raw_public
 log = logging.getLogger("logseal.keys")
 
 STATE_DIR = "node-keys"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, value: Mapping[str, Any]) -> None:
@@ -54,7 +47,7 @@ def _write_json(path: Path, value: Mapping[str, Any]) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -86,7 +79,7 @@ def erase_file(path: Path) -> bool:
         os.close(fd)
     try:
         path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         log.error("a retired private key was zeroed but not unlinked",
                   extra={"path": str(path), "reason": exc.strerror})
@@ -189,7 +182,7 @@ class EpochKeeper:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return secret
 
     def due(self) -> bool:
@@ -206,7 +199,7 @@ class EpochKeeper:
         path = self._key_path(nxt)
         erase_file(path)  # a stray key of an undone change
         write_private_key(path, new_key)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         head = heads.get(KEYS_STREAM, ChainHead(0, bytes(32)))
         cert_seq = head.seq + 1
         _write_json(self._state_path, {"epoch": self.epoch, "started": self.started,

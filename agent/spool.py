@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from agent.durable import fsync_dir
 from agent.errors import SpoolCorrupt
 from agent.keychain import KEYS_STREAM
 from agent.normalize.assemble import HeldLine
@@ -141,15 +142,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 WHEN_FULL = ("block", "drop_oldest")

@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import select
 import socket
 import ssl
 import threading
@@ -52,11 +51,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from agent.aggregator.forward.transport import peer_closed
 from agent.aggregator.syslog_format import APP_NAME, SYSLOG_FACILITY, SYSLOG_SD_ID
 from agent.aggregator.syslog_format import frame_octet_counted as frame_octet_counted  # re-exported
 from agent.aggregator.syslog_format import printable as _printable
 from agent.aggregator.syslog_format import sd_escape as _sd_escape
 from agent.detect.alert import LEVELS, Alert, level_rank
+from agent.durable import fsync_dir
 from agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -276,21 +277,9 @@ class SyslogOutput:
 
     def _connected(self) -> socket.socket:
         sock = self._sock
-        if sock is not None:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:  # a syslog receiver never speaks: readable means closed (or reset) ...
-                sock.settimeout(0)  # ... or, with TLS 1.3, a session ticket: never wait for more here
-                try:
-                    dead = sock.recv(1) == b""
-                except (ssl.SSLWantReadError, BlockingIOError):
-                    dead = False
-                except OSError:
-                    dead = True
-                finally:
-                    sock.settimeout(self.config.timeout_s)
-                if dead:
-                    self.close()
-                    sock = None
+        if sock is not None and peer_closed(sock, self.config.timeout_s):
+            self.close()
+            sock = None
         if sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=self.config.timeout_s)
             if self._context is not None:
@@ -387,14 +376,6 @@ class Suppressor:
 Position = tuple[int, int]  # (segment number, byte offset)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
@@ -402,7 +383,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class Outbox:
@@ -443,7 +424,7 @@ class Outbox:
             self._file.close()
             self.current, self.size = self.current + 1, 0
             self._file = self._path(self.current).open("ab")
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         blob = b"".join(line + b"\n" for line in lines)
         self._file.write(blob)
         self._file.flush()

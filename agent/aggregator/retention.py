@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from agent.aggregator.retention_records import (
     sign_record,
 )
 from agent.aggregator.store import connect_index
+from agent.durable import fsync_dir
 from agent.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -140,20 +140,12 @@ def segment_facts(db: sqlite3.Connection, segments_dir: Path, holds: list[Hold])
 # --- deletion ------------------------------------------------------------------------------------
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _unlink(path: Path) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
         return
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def delete_segment(db: sqlite3.Connection, segments_dir: Path, decision: Decision, key: Ed25519PrivateKey,

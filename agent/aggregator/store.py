@@ -39,6 +39,7 @@ from agent.aggregator.epochs import (
 )
 from agent.aggregator.index_rows import IndexRow
 from agent.aggregator.retention_records import RETENTION_SCHEMA
+from agent.durable import fsync_dir
 from agent.errors import StoreError
 from agent.seal import GENESIS, BatchHeader, ChainHead, SealedBatch
 from agent.wire import batch_from_bytes
@@ -174,14 +175,6 @@ def read_segment(path: Path) -> Iterator[SegmentRecord]:
         pos = end + _RECORD_TAIL.size
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _is_unacked_tail(tail: bytes) -> bool:
     """True if `tail` can only be one record whose write the store never acknowledged."""
     if len(tail) < _RECORD_HEAD.size:
@@ -291,7 +284,7 @@ class Store:
         if size == 0:
             os.write(fd, SEGMENT_HEADER)
             os.fsync(fd)
-            _fsync_dir(self.segments_dir)
+            fsync_dir(self.segments_dir)
             size = len(SEGMENT_HEADER)
         self._fd = fd
         self._size = size
@@ -436,7 +429,7 @@ class Store:
         fd = os.open(self.segments_dir / self.segment, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, SEGMENT_HEADER)
         os.fsync(fd)
-        _fsync_dir(self.segments_dir)
+        fsync_dir(self.segments_dir)
         self._fd = fd
         self._size = len(SEGMENT_HEADER)
 

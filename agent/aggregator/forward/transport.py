@@ -16,6 +16,23 @@ from urllib.parse import urlsplit
 USER_AGENT = "logseal-forward/0.1.0"
 
 
+def peer_closed(sock: socket.socket, timeout_s: float) -> bool:
+    """Has a syslog receiver closed this connection? A receiver never speaks, so readable means closed
+    or reset, or (TLS 1.3) a session ticket, which must not make us wait for more."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    sock.settimeout(0)
+    try:
+        return sock.recv(1) == b""
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout_s)
+
+
 class TransportError(Exception):
     """The receiver could not be reached or the exchange broke off (always transient)."""
 
@@ -102,21 +119,9 @@ class SyslogConnection:
 
     def _connected(self) -> socket.socket:
         sock = self._sock
-        if sock is not None:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:  # a syslog receiver never speaks: readable means closed (or reset) ...
-                sock.settimeout(0)  # ... or, with TLS 1.3, a session ticket: never wait for more here
-                try:
-                    dead = sock.recv(1) == b""
-                except (ssl.SSLWantReadError, BlockingIOError):
-                    dead = False
-                except OSError:
-                    dead = True
-                finally:
-                    sock.settimeout(self.timeout_s)
-                if dead:
-                    self.close()
-                    sock = None
+        if sock is not None and peer_closed(sock, self.timeout_s):
+            self.close()
+            sock = None
         if sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
             if self.context is not None:
