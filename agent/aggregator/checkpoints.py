@@ -54,6 +54,20 @@ def resolve_origin(store: Store, configured: str, host: str) -> str:
     return origin
 
 
+def aggregator_signing_key(key_path: Path, pub_path: Path) -> Ed25519PrivateKey:
+    """The aggregator's checkpoint key (created 0600 on first start), its public half kept current at
+    `pub_path` for auditors and `verify`."""
+    key, created = load_or_create_key(key_path)
+    if created:
+        log.info("created the aggregator's checkpoint key", extra={"path": str(key_path)})
+    pem = public_pem(key.public_key())
+    if not pub_path.exists() or pub_path.read_bytes() != pem:
+        tmp = pub_path.with_suffix(".tmp")
+        tmp.write_bytes(pem)
+        os.replace(tmp, pub_path)
+    return key
+
+
 class Checkpointer:
     """Signs checkpoints for one store; called from the store's single writer thread."""
 
@@ -81,16 +95,8 @@ class Checkpointer:
 
     @classmethod
     def from_config(cls, store: Store, config: AggregatorConfig, now_ns: int) -> Checkpointer:
-        key_path = config.aggregator_key or store.directory / AGGREGATOR_KEY
-        key, created = load_or_create_key(key_path)
-        if created:
-            log.info("created the aggregator's checkpoint key", extra={"path": str(key_path)})
-        pub = store.directory / AGGREGATOR_PUB
-        pem = public_pem(key.public_key())
-        if not pub.exists() or pub.read_bytes() != pem:
-            tmp = pub.with_suffix(".tmp")
-            tmp.write_bytes(pem)
-            os.replace(tmp, pub)
+        key = aggregator_signing_key(config.aggregator_key or store.directory / AGGREGATOR_KEY,
+                                     store.directory / AGGREGATOR_PUB)
         origin = resolve_origin(store, config.origin, socket.gethostname())
         if config.witness_dir is not None:
             config.witness_dir.mkdir(parents=True, exist_ok=True)

@@ -18,14 +18,14 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.aggregator.checkpoints import AGGREGATOR_KEY, AGGREGATOR_PUB, witness_file_name
+from agent.aggregator.checkpoints import AGGREGATOR_KEY, AGGREGATOR_PUB, aggregator_signing_key, witness_file_name
 from agent.aggregator.jetstream import LOG_KEY, JetStreamStore
 from agent.aggregator.store import StoredCheckpoint
 from agent.aggregator.store_api import StoreUnavailable
 from agent.checkpoint import Checkpoint, CheckpointError, open_checkpoint, sign_checkpoint, time_extension
 from agent.config import AggregatorConfig
 from agent.errors import ConfigError, StoreError
-from agent.keys import load_or_create_key, public_pem
+from agent.keys import public_pem
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,10 @@ class JetStreamCheckpointer:
 
     @classmethod
     def from_config(cls, store: JetStreamStore, config: AggregatorConfig, now_ns: int) -> JetStreamCheckpointer:
-        key_path = config.aggregator_key or config.store_dir / AGGREGATOR_KEY
         config.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key, created = load_or_create_key(key_path)
-        if created:
-            log.info("created the aggregator's checkpoint key", extra={"path": str(key_path)})
+        key = aggregator_signing_key(config.aggregator_key or config.store_dir / AGGREGATOR_KEY,
+                                     config.store_dir / AGGREGATOR_PUB)
         pem = public_pem(key.public_key())
-        pub = config.store_dir / AGGREGATOR_PUB
-        if not pub.exists() or pub.read_bytes() != pem:
-            tmp = pub.with_suffix(".tmp")
-            tmp.write_bytes(pem)
-            os.replace(tmp, pub)
         origin = config.origin or f"logseal/{store.names.stream}"
         wanted = orjson.dumps({"origin": origin, "pub": pem.decode()})
         held = orjson.loads(store.run(store.log.put_once(LOG_KEY, wanted)))
