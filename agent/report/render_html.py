@@ -30,7 +30,7 @@ h3{font-size:1em;margin:1.2em 0 .4em}
 table{border-collapse:collapse;width:100%;font-size:.88em;margin:.4em 0}
 th,td{border-bottom:1px solid #e3e6e9;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f4f6f8}td.n{text-align:right;font-variant-numeric:tabular-nums}
-td.wrap{word-break:break-all}.note{color:#5a636c;font-style:italic}svg.chart{max-width:100%;height:auto}
+td.wrap{overflow-wrap:break-word}td.wrap:last-child{word-break:break-all}.note{color:#5a636c;font-style:italic}svg.chart{max-width:100%;height:auto}
 footer{margin-top:3em;color:#5a636c;font-size:.85em}
 """
 
