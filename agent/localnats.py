@@ -64,7 +64,21 @@ class NatsCluster:
     # certificate from that CA. Routes between the nodes stay on loopback without TLS.
     tls: tuple[Path, Path, Path] | None = None
 
-    def start(self, timeout_s: float = 30) -> NatsCluster:
+    def start(self, timeout_s: float = 30, attempts: int = 3) -> NatsCluster:
+        """Start and wait until ready. A port picked free can be taken by another process before the
+        server binds it: such a start is retried on fresh ports, up to `attempts` times."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout_s)
+            except TimeoutError:
+                lost_port = any("address already in use" in n.process.log_text() for n in self.nodes)
+                self.stop()
+                self.nodes = []
+                if not lost_port or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> NatsCluster:
         binary = nats_server_binary()
         if binary is None:
             raise FileNotFoundError("nats-server is not installed (Debian: apt-get install nats-server)")
@@ -73,6 +87,7 @@ class NatsCluster:
         for i, (client, route, http) in enumerate(ports, 1):
             name = f"n{i}"
             folder = self.root / name
+            shutil.rmtree(folder / "js", ignore_errors=True)  # nothing of an earlier attempt
             folder.mkdir(parents=True, exist_ok=True)
             config = folder / "nats.conf"
             config.write_text(
@@ -85,14 +100,12 @@ class NatsCluster:
             process = LocalProcess(f"nats {name}", [binary, "-c", str(config)], folder / "nats.log")
             process.start()
             self.nodes.append(NatsNode(name, client, route, http, process))
-        try:
-            wait_for(lambda: all(n.healthy() for n in self.nodes), timeout_s,
-                     f"all {self.size} nats-server nodes to answer /healthz (logs in {self.root}/n*/nats.log)")
-            wait_for(self._has_meta_leader, timeout_s,
-                     f"the JetStream cluster to elect a meta leader (logs in {self.root}/n*/nats.log)", 0.2)
-        except TimeoutError:
-            self.stop()
-            raise
+        wait_for(lambda: all(n.healthy() for n in self.nodes) or not all(n.process.running() for n in self.nodes),
+                 timeout_s, f"all {self.size} nats-server nodes to answer /healthz (logs in {self.root}/n*/nats.log)")
+        if not all(n.process.running() for n in self.nodes):
+            raise TimeoutError(f"a nats-server node exited at start (logs in {self.root}/n*/nats.log)")
+        wait_for(self._has_meta_leader, timeout_s,
+                 f"the JetStream cluster to elect a meta leader (logs in {self.root}/n*/nats.log)", 0.2)
         return self
 
     def _has_meta_leader(self) -> bool:

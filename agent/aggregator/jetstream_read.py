@@ -22,15 +22,26 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from agent import merkle
+from agent.aggregator.enrollment import check_attestation
+from agent.aggregator.epochs import EpochRecord
 from agent.aggregator.index_rows import index_rows
-from agent.aggregator.jetstream import LOG_KEY, MERKLE_KEY, Names, connect, iter_messages, parse_merkle, untoken
+from agent.aggregator.jetstream import (
+    LOG_KEY,
+    MERKLE_KEY,
+    Names,
+    connect,
+    iter_messages,
+    parse_epochs,
+    parse_merkle,
+    untoken,
+)
 from agent.aggregator.nats_tls import NatsTls
 from agent.aggregator.query import EventFilter
-from agent.aggregator.verify import _KIND_BY_VERDICT, DeclaredGap, Problem, Report, _EpochWalk
+from agent.aggregator.verify import _KIND_BY_VERDICT, BAD_ENROLLMENT, DeclaredGap, Problem, Report, _EpochWalk
 from agent.checkpoint import CheckpointError, open_checkpoint
 from agent.errors import StoreError
 from agent.keys import load_public_key, load_trusted_keys
-from agent.seal import ChainTracker, Keyring, keyring_from, open_payload
+from agent.seal import ChainTracker, Keyring, key_id_of, keyring_from, open_payload
 from agent.wire import WireError, batch_from_bytes
 
 T = TypeVar("T")
@@ -69,6 +80,54 @@ async def _kv_value(kv: Any, key: str) -> bytes | None:
     return bytes(entry.value) if entry.value is not None else None
 
 
+async def _enrollments(kv: Any) -> list[tuple[str, EpochRecord]]:
+    """Each node's epoch-0 record as the bucket holds it (`epochs.<node>`)."""
+    try:
+        keys = await kv.keys()
+    except nats.js.errors.NoKeysError:
+        return []
+    out = []
+    for key in sorted(k for k in keys if k.startswith("epochs.")):
+        value = await _kv_value(kv, key)
+        first = next((r for r in parse_epochs(value) if r.epoch == 0), None) if value is not None else None
+        if first is not None:
+            out.append((untoken(key.split(".", 1)[1]), first))
+    return out
+
+
+def _check_enrollments(enrolled: list[tuple[str, EpochRecord]], keyring: Keyring, log_doc: bytes | None,
+                       aggregator_pub: Path | None, names: Names, report: Report, add: Any) -> None:
+    """As `verify STORE` checks its `enrollments` table: signed by the log's key, and the node's key."""
+    origin, public_key = _log_identity(log_doc, aggregator_pub)
+    for node, record in enrolled:
+        where = f"bucket {names.bucket} key {names.epochs_key(node)}"
+        if node in keyring and key_id_of(record.key) not in keyring[node]:
+            add(BAD_ENROLLMENT, where, "", "the enrolled key is not a key the node's batches verify with")
+        if not record.attestation:
+            report.info.append(f"enrollment of {node} ({record.how}) carries no aggregator attestation")
+            continue
+        if public_key is None or origin is None:
+            report.info.append(f"enrollment of {node}: attestation not checked (no log key)")
+            continue
+        try:
+            check_attestation(origin, public_key, node, record.public_key, record.how, record.detail,
+                              record.attestation)
+        except CheckpointError as exc:
+            add(BAD_ENROLLMENT, where, "", f"the aggregator's attestation does not match this enrollment: {exc}")
+
+
+def _log_identity(log_doc: bytes | None, aggregator_pub: Path | None) -> tuple[str | None, Ed25519PublicKey | None]:
+    """The log's origin and signing key: the key given apart from the cluster wins over the bucket's copy."""
+    origin, public_key = None, load_public_key(aggregator_pub) if aggregator_pub is not None else None
+    if log_doc is not None:
+        doc = orjson.loads(log_doc)
+        origin = str(doc["origin"])
+        if public_key is None:
+            loaded = load_pem_public_key(str(doc["pub"]).encode())
+            public_key = loaded if isinstance(loaded, Ed25519PublicKey) else None
+    return origin, public_key
+
+
 async def _bucket_keyring(kv: Any) -> Keyring:
     ring: dict[str, dict[str, Ed25519PublicKey]] = {}
     try:
@@ -101,6 +160,7 @@ async def _verify(servers: Sequence[str], stream: str, keys_dir: Path | None, ag
         keyring = keyring_from(load_trusted_keys(keys_dir)) if keys_dir is not None else await _bucket_keyring(kv)
         log_doc = await _kv_value(kv, LOG_KEY)
         merkle_doc = await _kv_value(kv, MERKLE_KEY)
+        enrolled = await _enrollments(kv)
         chains: dict[tuple[str, str], ChainTracker] = {}
         epochs = _EpochWalk(keyring)
         leaves: list[bytes] = []
@@ -154,6 +214,7 @@ async def _verify(servers: Sequence[str], stream: str, keys_dir: Path | None, ag
     finally:
         await nc.close()
     _check_log(report, names, leaves, merkle_doc, log_doc, notes, aggregator_pub, add)
+    _check_enrollments(enrolled, keyring, log_doc, aggregator_pub, names, report, add)
     return report
 
 
@@ -182,15 +243,7 @@ def _check_log(report: Report, names: Names, leaves: list[bytes], merkle_doc: by
             elif kv_state.size < len(leaves):
                 report.info.append(f"the Merkle state covers {kv_state.size} of {len(leaves)} batches; the next "
                                    "append extends it")
-    origin, public_key = None, None
-    if aggregator_pub is not None:
-        public_key = load_public_key(aggregator_pub)
-    if log_doc is not None:
-        doc = orjson.loads(log_doc)
-        origin = str(doc["origin"])
-        if public_key is None:
-            loaded = load_pem_public_key(str(doc["pub"]).encode())
-            public_key = loaded if isinstance(loaded, Ed25519PublicKey) else None
+    origin, public_key = _log_identity(log_doc, aggregator_pub)
     if notes and (public_key is None or origin is None):
         add("checkpoint-signature", f"bucket {names.bucket} key log", "", "no log key to check the checkpoints with")
         return
@@ -218,7 +271,9 @@ def _check_log(report: Report, names: Names, leaves: list[bytes], merkle_doc: by
 # A read that times out (a leader election, a loaded cluster) is started again, a few times.
 _TRANSIENT = (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
               TimeoutError)
-READ_ATTEMPTS = 4
+# A cluster that just lost a node elects new stream and consumer leaders: reads are tried again for
+# up to about a minute before the command gives up.
+READ_ATTEMPTS = 6
 
 
 async def _retried(read: Callable[[], Awaitable[T]]) -> T:
@@ -228,7 +283,7 @@ async def _retried(read: Callable[[], Awaitable[T]]) -> T:
         except _TRANSIENT:
             if attempt == READ_ATTEMPTS:
                 raise
-            await asyncio.sleep(0.5 * attempt)  # back off before reading the stream again
+            await asyncio.sleep(min(1.0 * attempt, 3.0))  # back off before reading the stream again
     raise AssertionError("unreachable")
 
 

@@ -3,12 +3,15 @@ and client certificates; without the cluster's CA they are refused with a clear 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
+from agent.aggregator.jetstream import Names, connect
+from agent.aggregator.nats_tls import NatsTls
 from agent.localnats import NatsCluster, nats_server_binary
 from agent.localrun import Workspace, wait_for
 from tests.conftest import run_cli
@@ -57,3 +60,21 @@ def test_a_store_behind_nats_tls_is_written_verified_and_queried(
         assert refused.returncode == 2 and "cannot reach NATS" in refused.stderr, refused.stderr
     half = run_cli("verify", "--jetstream", cluster.url, "--stream", "TLS", "--nats-cert", str(tls["client"]))
     assert half.returncode == 2 and "CA" in half.stderr and len(half.stderr.strip().splitlines()) == 1
+    # The enrolment the aggregator signed, changed in the bucket by someone with NATS access, is caught.
+    asyncio.run(rewrite_enrollment(cluster, tls))
+    tampered = run_cli("verify", "--jetstream", cluster.url, "--stream", "TLS", "--json", *nats_tls)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert [p["kind"] for p in orjson.loads(tampered.stdout)["problems"]] == ["bad-enrollment-record"]
+
+
+async def rewrite_enrollment(cluster: NatsCluster, tls: dict[str, Path]) -> None:
+    nc = await connect(cluster.urls, tls=NatsTls(tls["ca"], tls["client"], tls["client-key"]))
+    try:
+        kv = await nc.jetstream().key_value(Names("TLS").bucket)
+        key = Names.epochs_key("node-1")
+        doc = orjson.loads((await kv.get(key)).value)
+        assert doc["0"]["attestation"], "the aggregator signed the enrolment"
+        doc["0"]["how"] = "tofu"
+        await kv.put(key, orjson.dumps(doc))
+    finally:
+        await nc.close()
