@@ -16,27 +16,13 @@ from agent.aggregator.query import EventFilter
 from agent.errors import StoreError
 from agent.keys import load_or_create_key
 from agent.localnats import NatsCluster
-from agent.localrun import LocalProcess, Workspace, logseal_command, wait_for
+from agent.localrun import LocalProcess, Workspace, wait_for
 from tests.conftest import run_cli
+from tests.jetstream.conftest import start_jetstream_aggregator
 
 STREAM = "AUDIT"
 NODES = ("node-a", "node-b", "node-c")
 LINES_PER_NODE = 400
-
-
-def _start_aggregator(ws: Workspace, name: str, cluster: NatsCluster, log_key: Path) -> tuple[LocalProcess, int]:
-    port_file = ws.root / f"{name}.port"
-    servers = ", ".join(f'"{u}"' for u in cluster.urls)
-    config = ws.root / f"{name}.toml"
-    config.write_text(f'listen = "127.0.0.1:0"\nstore_dir = "{ws.root / name}"\ntrusted_keys_dir = "{ws.trusted}"\n'
-                      f'port_file = "{port_file}"\naggregator_key = "{log_key}"\ncheckpoint_interval_s = 1\n'
-                      f'[store]\ntype = "jetstream"\nservers = [{servers}]\nstream = "{STREAM}"\nreplicas = 3\n')
-    proc = LocalProcess(name, [*logseal_command(), "aggregator", "--config", str(config)], ws.root / f"{name}.log")
-    proc.start()
-    ws.processes.append(proc)
-    wait_for(lambda: port_file.exists() or not proc.running(), 30, f"{name} to listen")
-    assert proc.running(), proc.log_text()[-3000:]
-    return proc, int(port_file.read_text())
 
 
 def _start_agent(ws: Workspace, node: str, log_path: Path, ports: list[int]) -> LocalProcess:
@@ -78,8 +64,8 @@ def test_kill_a_nats_node_and_an_aggregator_mid_run_every_line_stored_once(
         for node in NODES:
             ws.enrol(node)
         log_key, _ = tmp_path / "log.key", load_or_create_key(tmp_path / "log.key")
-        agg1, port1 = _start_aggregator(ws, "agg1", nats_cluster, log_key)
-        agg2, port2 = _start_aggregator(ws, "agg2", nats_cluster, log_key)
+        agg1, port1 = start_jetstream_aggregator(ws, "agg1", nats_cluster, log_key, STREAM)
+        agg2, port2 = start_jetstream_aggregator(ws, "agg2", nats_cluster, log_key, STREAM)
         logs = {node: ws.root / f"{node}.log.txt" for node in NODES}
         for path in logs.values():
             path.touch()

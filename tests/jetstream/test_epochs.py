@@ -29,10 +29,11 @@ from agent.errors import StoreError
 from agent.keychain import KEYS_STREAM
 from agent.keys import load_or_create_key, load_public_key, write_keypair
 from agent.localnats import NatsCluster
-from agent.localrun import LocalProcess, Workspace, logseal_command, wait_for
+from agent.localrun import Workspace, wait_for
 from agent.seal import GENESIS, ChainHead, SealedBatch, Sealer, keyring_from
 from agent.wire import batch_to_bytes
 from tests.conftest import run_cli
+from tests.jetstream.conftest import start_jetstream_aggregator
 
 STREAM = "EPOCHS"
 NOW = "2026-11-26T10:00:00.000000Z"
@@ -146,21 +147,6 @@ NODE = "node-e"
 LINES = 300
 
 
-def _start_aggregator(ws: Workspace, name: str, cluster: NatsCluster, log_key: Path) -> tuple[LocalProcess, int]:
-    port_file = ws.root / f"{name}.port"
-    servers = ", ".join(f'"{u}"' for u in cluster.urls)
-    config = ws.root / f"{name}.toml"
-    config.write_text(f'listen = "127.0.0.1:0"\nstore_dir = "{ws.root / name}"\ntrusted_keys_dir = "{ws.trusted}"\n'
-                      f'port_file = "{port_file}"\naggregator_key = "{log_key}"\ncheckpoint_interval_s = 1\n'
-                      f'[store]\ntype = "jetstream"\nservers = [{servers}]\nstream = "{STREAM}"\nreplicas = 3\n')
-    proc = LocalProcess(name, [*logseal_command(), "aggregator", "--config", str(config)], ws.root / f"{name}.log")
-    proc.start()
-    ws.processes.append(proc)
-    wait_for(lambda: port_file.exists() or not proc.running(), 30, f"{name} to listen")
-    assert proc.running(), proc.log_text()[-3000:]
-    return proc, int(port_file.read_text())
-
-
 def _stored(url: str) -> list[str]:
     """The app's lines stored so far (not the certifying batches' events)."""
     try:
@@ -176,8 +162,8 @@ def test_an_agent_changing_its_key_every_3_batches_ships_through_two_jetstream_a
     try:
         ws.enrol(NODE)
         log_key, _ = tmp_path / "log.key", load_or_create_key(tmp_path / "log.key")
-        agg1, port1 = _start_aggregator(ws, "agg1", nats_cluster, log_key)
-        _, port2 = _start_aggregator(ws, "agg2", nats_cluster, log_key)
+        agg1, port1 = start_jetstream_aggregator(ws, "agg1", nats_cluster, log_key, STREAM)
+        _, port2 = start_jetstream_aggregator(ws, "agg2", nats_cluster, log_key, STREAM)
         log = ws.root / "app.log"
         log.touch()
         config = ws.root / f"{NODE}.toml"
