@@ -139,6 +139,7 @@ class Names:
 
 
 MERKLE_KEY = "merkle"
+OPEN_ATTEMPTS = 5
 LOG_KEY = "log"
 
 
@@ -292,11 +293,20 @@ class JetStreamLog:
         nc = await connect(servers, name="logseal-aggregator", timeout_s=connect_timeout_s, tls=tls)
         js = nc.jetstream(timeout=REQUEST_TIMEOUT_S)
         names = Names(stream)
-        try:
-            kv = await ensure_stream(js, names, replicas)
-        except (nats.errors.Error, TimeoutError) as exc:
-            await nc.close()
-            raise StoreError(f"JetStream stream {stream!r} at {', '.join(servers)}: {exc}") from None
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                kv = await ensure_stream(js, names, replicas)
+                break
+            except (nats.errors.TimeoutError, TimeoutError) as exc:
+                # A cluster just started, or just lost a node, may still be electing its leaders.
+                if attempt == OPEN_ATTEMPTS:
+                    await nc.close()
+                    raise StoreError(f"JetStream stream {stream!r} at {', '.join(servers)}: {exc}") from None
+                log.warning("JetStream did not answer; trying again", extra={"stream": stream, "attempt": attempt})
+                await asyncio.sleep(1.0)
+            except nats.errors.Error as exc:
+                await nc.close()
+                raise StoreError(f"JetStream stream {stream!r} at {', '.join(servers)}: {exc}") from None
         return cls(nc, js, kv, names)
 
     def _remember(self, node: str, stream: str, seq: int, digest: bytes) -> None:
